@@ -1,0 +1,45 @@
+# otel-tcplife: `make run` starts the agent, `make test` runs every test.
+# Both run `make setup` first, which is idempotent: Debian packages only when
+# missing, the venv only when pyproject.toml changed, the BPF object only when
+# bpf/ changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BPF_OBJECT := otel_tcplife/bpf/tcplife.bpf.o
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool iproute2
+ARGS ?=
+
+.PHONY: setup apt run test bench clean
+
+setup: apt $(VENV)/.installed $(BPF_OBJECT)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(BPF_OBJECT): bpf/tcplife.bpf.c bpf/tcplife.h bpf/kernel_types.h bpf/build.py
+	$(PYTHON) bpf/build.py $@
+
+run: setup
+	$(VENV)/bin/otel-tcplife $(ARGS)
+
+test: setup
+	$(VENV)/bin/pytest -ra $(ARGS)
+
+bench: setup
+	$(PY) bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info $(BPF_OBJECT)

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Trace TCP session lifespans: one `struct event` per session that reaches
+ * CLOSE, with its owner process, payload byte counts and birth/close times.
+ *
+ * Only tracepoints are used (sock:inet_sock_set_state, in its tp_btf form or
+ * the classic tracepoint form, and syscalls:sys_exit_accept{,4}): kprobes and
+ * fentry are not available everywhere this runs.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "tcplife.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* TCP states (include/net/tcp_states.h); a stable kernel ABI. */
+enum {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT = 2,
+	TCP_SYN_RECV = 3,
+	TCP_FIN_WAIT1 = 4,
+	TCP_FIN_WAIT2 = 5,
+	TCP_TIME_WAIT = 6,
+	TCP_CLOSE = 7,
+	TCP_CLOSE_WAIT = 8,
+	TCP_LAST_ACK = 9,
+	TCP_LISTEN = 10,
+	TCP_CLOSING = 11,
+};
+#define STATE(s) (1u << (s))
+
+const volatile struct filter_config filter = {};
+
+/* What we remember about a live socket, keyed by its address. */
+struct sock_info {
+	__u64 birth_ns;
+	__u32 pid;
+	__u32 states;   /* STATE() bit of every state entered */
+	__u8 owner;     /* enum owner */
+	char comm[TASK_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 2 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &index);
+
+	if (value)
+		*value += 1;
+}
+
+static __always_inline void take_current_task(struct sock_info *info, __u8 owner)
+{
+	info->pid = bpf_get_current_pid_tgid() >> 32;
+	info->owner = owner;
+	bpf_get_current_comm(info->comm, sizeof(info->comm));
+}
+
+static __always_inline bool port_allowed(const volatile __u16 *ports, __u16 port)
+{
+	if (ports[0] == 0)
+		return true;
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (ports[i] == 0)
+			return false;
+		if (ports[i] == port)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool is_v4_mapped(const __u8 *a)
+{
+	return !(a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9]) &&
+	       a[10] == 0xff && a[11] == 0xff;
+}
+
+/* Fill addresses and family; false if the family is neither IPv4 nor IPv6. */
+static __always_inline bool read_addresses(struct sock *sk, struct event *e)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family == AF_INET) {
+		e->family = 4;
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		return true;
+	}
+	if (family != AF_INET6)
+		return false;
+	bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	if (is_v4_mapped(e->daddr)) {
+		/* ::ffff:a.b.c.d is an IPv4 session: report it as one. */
+		e->family = 4;
+		__builtin_memmove(e->saddr, e->saddr + 12, 4);
+		__builtin_memmove(e->daddr, e->daddr + 12, 4);
+		__builtin_memset(e->saddr + 4, 0, 12);
+		__builtin_memset(e->daddr + 4, 0, 12);
+	} else {
+		e->family = 6;
+	}
+	return true;
+}
+
+/*
+ * tcp_sock counts sequence space: remove the SYN and FIN bytes to get payload.
+ * - our SYN is in bytes_acked when we opened actively and reached ESTABLISHED;
+ * - our FIN was queued iff we entered FIN_WAIT1 or LAST_ACK, and is acked
+ *   when snd_una has reached write_seq (which counts the FIN);
+ * - the peer's FIN is in bytes_received iff tcp_fin() ran, which sets
+ *   SOCK_DONE (a reset does not).
+ */
+static __always_inline void read_payload_bytes(struct sock *sk, __u32 states, struct event *e)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u64 sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+
+	if ((states & STATE(TCP_SYN_SENT)) && (states & STATE(TCP_ESTABLISHED)) && acked)
+		acked--;
+	if ((states & (STATE(TCP_FIN_WAIT1) | STATE(TCP_LAST_ACK))) && acked &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked--;
+	if ((sk_flags & (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
+		received--;
+	e->tx_bytes = acked;
+	e->rx_bytes = received;
+}
+
+static __always_inline void report_close(struct sock *sk, __u64 key, struct sock_info *info,
+					 int oldstate)
+{
+	struct event *e;
+	__u16 sport, dport;
+	__u32 pid = info->pid;
+
+	if (!pid)
+		take_current_task(info, OWNER_NONE);
+	if (filter.pid && info->pid != filter.pid)
+		return;
+	/* At CLOSE skc_num is already zero: the local port is in inet_sport. */
+	sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (!port_allowed(filter.sports, sport) || !port_allowed(filter.dports, dport))
+		return;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_LOST);
+		return;
+	}
+	if (!read_addresses(sk, e) || (filter.family && e->family != filter.family)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	e->birth_ns = info->birth_ns;
+	e->close_ns = bpf_ktime_get_ns();
+	read_payload_bytes(sk, info->states | STATE(oldstate), e);
+	e->pid = info->pid;
+	e->error = BPF_CORE_READ(sk, sk_err);
+	e->sport = sport;
+	e->dport = dport;
+	e->role = (info->states & STATE(TCP_SYN_SENT)) ? ROLE_CLIENT :
+		  (info->states & STATE(TCP_SYN_RECV)) ? ROLE_SERVER : ROLE_UNKNOWN;
+	e->oldstate = oldstate;
+	e->owner = info->owner;
+	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct sock_info *info;
+
+	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
+		/* A new connection: its first state. Replaces any stale entry. */
+		struct sock_info fresh = {
+			.birth_ns = bpf_ktime_get_ns(),
+			.states = STATE(newstate),
+		};
+		/* connect() runs in the connecting task; SYN_RECV runs in softirq. */
+		if (newstate == TCP_SYN_SENT)
+			take_current_task(&fresh, OWNER_CONNECT);
+		if (bpf_map_update_elem(&socks, &key, &fresh, BPF_ANY))
+			count(COUNTER_UNTRACKED);
+		return 0;
+	}
+
+	info = bpf_map_lookup_elem(&socks, &key);
+	if (!info) {
+		if (newstate == TCP_ESTABLISHED) {
+			/* Handshake began before tracing started. */
+			struct sock_info late = {
+				.birth_ns = bpf_ktime_get_ns(),
+				.states = STATE(newstate),
+			};
+			if (bpf_map_update_elem(&socks, &key, &late, BPF_NOEXIST))
+				count(COUNTER_UNTRACKED);
+		}
+		return 0;
+	}
+	if (newstate != TCP_CLOSE) {
+		info->states |= STATE(newstate);
+		/* close()/shutdown() run in the owning task: the best we have
+		 * when connect() or accept() were not seen. */
+		if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && !info->pid)
+			take_current_task(info, OWNER_CLOSE);
+		return 0;
+	}
+	report_close(sk, key, info, oldstate);
+	bpf_map_delete_elem(&socks, &key);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(set_state_btf, struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return handle_set_state(sk, oldstate, newstate);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int set_state_tracepoint(struct trace_event_raw_inet_sock_set_state *args)
+{
+	if (args->protocol != IPPROTO_TCP)
+		return 0;
+	return handle_set_state((struct sock *)args->skaddr, args->oldstate, args->newstate);
+}
+
+/* accept() returns in the accepting task: that task owns the session. */
+static __always_inline int handle_accept(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *file;
+	struct socket *sock;
+	struct sock_info *info;
+	__u64 key;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	key = (__u64)BPF_CORE_READ(sock, sk);
+	info = bpf_map_lookup_elem(&socks, &key);
+	if (info)
+		take_current_task(info, OWNER_ACCEPT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct syscall_exit_ctx *ctx)
+{
+	return handle_accept(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct syscall_exit_ctx *ctx)
+{
+	return handle_accept(ctx->ret);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Puts struct event into the object's BTF, where tests check the Python mirror. */
+struct event *unused_event __attribute__((unused));

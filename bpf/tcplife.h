@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one contract between the kernel program and user space.
+ * otel_tcplife/abi.py mirrors these types; tests/unit/test_abi.py checks the
+ * mirror against the BTF of the compiled object. Change both together.
+ */
+#ifndef __TCPLIFE_H
+#define __TCPLIFE_H
+
+#define TASK_COMM_LEN 16
+#define MAX_PORTS 16
+
+/* How the event's pid/comm were found (best first). */
+enum owner {
+	OWNER_NONE = 0,     /* current task at CLOSE, as the classic tool does */
+	OWNER_CONNECT = 1,  /* task that called connect() (SYN_SENT) */
+	OWNER_ACCEPT = 2,   /* task that accepted the connection */
+	OWNER_CLOSE = 3,    /* task that called close()/shutdown() (FIN_WAIT1 / LAST_ACK) */
+};
+
+enum role {
+	ROLE_UNKNOWN = 0,   /* first seen ESTABLISHED (opened before tracing started) */
+	ROLE_CLIENT = 1,    /* active open: SYN_SENT seen */
+	ROLE_SERVER = 2,    /* passive open: SYN_RECV seen */
+};
+
+/* Indexes of the per-CPU `counters` array. */
+enum counter {
+	COUNTER_LOST = 0,       /* ring buffer full: a closed session was not reported */
+	COUNTER_UNTRACKED = 1,  /* socket table full: a session's birth was not recorded */
+	NR_COUNTERS = 2,
+};
+
+/* One closed TCP session. */
+struct event {
+	__u64 birth_ns;   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the first state */
+	__u64 close_ns;   /* bpf_ktime_get_ns() at the transition to CLOSE */
+	__u64 tx_bytes;   /* payload bytes acked by the peer (SYN/FIN removed) */
+	__u64 rx_bytes;   /* payload bytes received (FIN removed) */
+	__u8 saddr[16];   /* local address; IPv4 uses the first 4 bytes */
+	__u8 daddr[16];   /* remote address */
+	__u32 pid;        /* host tgid of the owning process */
+	__s32 error;      /* sk_err at close (ECONNREFUSED, ETIMEDOUT, ...), 0 if none */
+	__u16 sport;      /* local port, host order */
+	__u16 dport;      /* remote port, host order */
+	__u8 family;      /* 4 or 6; IPv4-mapped IPv6 is reported as 4 */
+	__u8 role;        /* enum role */
+	__u8 oldstate;    /* TCP state before CLOSE */
+	__u8 owner;       /* enum owner */
+	char comm[TASK_COMM_LEN];
+};
+
+/* Filters, written into .rodata before load. Zero means "off". */
+struct filter_config {
+	__u32 pid;
+	__u32 family;                /* 0, 4 or 6 */
+	__u16 sports[MAX_PORTS];     /* local ports, zero-terminated */
+	__u16 dports[MAX_PORTS];     /* remote ports, zero-terminated */
+};
+
+#endif /* __TCPLIFE_H */

@@ -1,0 +1,67 @@
+"""Python mirror of bpf/tcplife.h, the kernel/user-space event ABI.
+
+tests/unit/test_abi.py checks every size and offset here against the BTF of
+the compiled object, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import struct
+
+TASK_COMM_LEN = 16
+MAX_PORTS = 16
+
+# enum owner
+OWNER_NONE, OWNER_CONNECT, OWNER_ACCEPT, OWNER_CLOSE = 0, 1, 2, 3
+# enum role
+ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
+# enum counter
+COUNTER_LOST, COUNTER_UNTRACKED, NR_COUNTERS = 0, 1, 2
+
+# struct event, field by field, in order.
+EVENT_FIELDS = (
+    ("birth_ns", "Q"),
+    ("close_ns", "Q"),
+    ("tx_bytes", "Q"),
+    ("rx_bytes", "Q"),
+    ("saddr", "16s"),
+    ("daddr", "16s"),
+    ("pid", "I"),
+    ("error", "i"),
+    ("sport", "H"),
+    ("dport", "H"),
+    ("family", "B"),
+    ("role", "B"),
+    ("oldstate", "B"),
+    ("owner", "B"),
+    ("comm", f"{TASK_COMM_LEN}s"),
+)
+EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
+
+# struct filter_config
+FILTER_FIELDS = (
+    ("pid", "I"),
+    ("family", "I"),
+    ("sports", f"{MAX_PORTS}H"),
+    ("dports", f"{MAX_PORTS}H"),
+)
+FILTER = struct.Struct("<" + "".join(code for _, code in FILTER_FIELDS))
+
+
+def field_offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
+    """Offset and size of each field of a little-endian, packed-as-C struct."""
+    result = {}
+    offset = 0
+    for name, code in fields:
+        size = struct.calcsize("<" + code)
+        result[name] = (offset, size)
+        offset += size
+    return result
+
+
+def pack_filter(pid: int, family: int, sports: tuple[int, ...], dports: tuple[int, ...]) -> bytes:
+    """The bytes of struct filter_config; zero means "off", port lists zero-terminated."""
+    if len(sports) > MAX_PORTS or len(dports) > MAX_PORTS:
+        raise ValueError(f"at most {MAX_PORTS} ports per list")
+    pad = lambda ports: tuple(ports) + (0,) * (MAX_PORTS - len(ports))  # noqa: E731
+    return FILTER.pack(pid, family, *pad(sports), *pad(dports))

@@ -1,0 +1,1 @@
+"""Writers that turn batches of Sessions into output."""

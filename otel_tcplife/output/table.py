@@ -1,0 +1,84 @@
+"""The classic tcplife table, byte for byte (default, -w wide, -s CSV, -T, -t)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence, TextIO
+
+from ..session import Session
+
+HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
+
+# (header format, row format) with an IP slot after COMM.
+FORMATS = {
+    "default": (
+        "%-5s %-10.10s %s%-15s %-5s %-15s %-5s %5s %5s %s",
+        "%-5d %-10.10s %s%-15s %-5d %-15s %-5d %5d %5d %.2f",
+    ),
+    "wide": (
+        "%-5s %-16.16s %-2s %-39s %-5s %-39s %-5s %6s %6s %s",
+        "%-5d %-16.16s %-2s %-39s %-5s %-39s %-5d %6d %6d %.2f",
+    ),
+    "csv": (
+        "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s",
+        "%d,%s,%s,%s,%s,%s,%d,%d,%d,%.2f",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TableStyle:
+    wide: bool = False
+    csv: bool = False  # overrides wide
+    wall_time: bool = False  # -T: TIME column, local HH:MM:SS at print time
+    timestamp: bool = False  # -t: TIME(s) column, seconds since the first row
+
+
+class TableWriter:
+    def __init__(self, stream: TextIO, style: TableStyle) -> None:
+        self.stream = stream
+        self.style = style
+        kind = "csv" if style.csv else "wide" if style.wide else "default"
+        self.header_format, self.row_format = FORMATS[kind]
+        self.show_ip = style.csv or style.wide
+        self.first_close_us: int | None = None
+
+    def write_header(self) -> None:
+        s = self.style
+        prefix = ""
+        if s.wall_time:
+            prefix += "TIME," if s.csv else "%-8s " % "TIME"
+        if s.timestamp:
+            prefix += "TIME(s)," if s.csv else "%-9s " % "TIME(s)"
+        ip = "IP" if self.show_ip else ""
+        name, comm, *rest = HEADER
+        self.stream.write(prefix + self.header_format % (name, comm, ip, *rest) + "\n")
+        self.stream.flush()
+
+    def write(self, sessions: Sequence[Session]) -> None:
+        s = self.style
+        row_format = self.row_format
+        show_ip = self.show_ip
+        lines = []
+        clock = time.strftime("%H:%M:%S") if s.wall_time else ""
+        for session in sessions:
+            prefix = ""
+            if s.wall_time:
+                prefix = clock + "," if s.csv else "%-8s " % clock
+            close_us = session.close_ns // 1000
+            if s.timestamp:
+                if self.first_close_us is None:
+                    self.first_close_us = close_us
+                delta = (close_us - self.first_close_us) / 1000000
+                prefix += "%.6f," % delta if s.csv else "%-9.6f " % delta
+            span_us = (session.close_ns - session.birth_ns) // 1000
+            lines.append(prefix + row_format % (
+                session.pid, session.comm, str(session.family) if show_ip else "",
+                session.laddr, session.lport, session.raddr, session.rport,
+                session.tx_bytes // 1024, session.rx_bytes // 1024, span_us / 1000,
+            ))
+        if lines:
+            lines.append("")
+            self.stream.write("\n".join(lines))
+            self.stream.flush()

@@ -1,0 +1,171 @@
+"""The CO-RE probe: the precompiled BPF object loaded through libbpf, no compiler needed.
+
+Lifecycle: open -> write filters into .rodata -> size maps -> load -> attach
+-> read the ring buffer in batches -> close. Everything acquired is released by
+one ExitStack, on success and on every failure path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib import resources
+
+from .. import abi
+from ..errors import LibbpfError, ProbeError
+from . import preflight
+from .libbpf import RING_BUFFER_SAMPLE_FN, Libbpf
+
+# How sock:inet_sock_set_state is attached: tp_btf (direct access to the
+# socket) or the classic tracepoint; "auto" tries tp_btf first.
+ATTACH_MODES = ("auto", "tp_btf", "tracepoint")
+SET_STATE_PROGRAMS = {"tp_btf": "set_state_btf", "tracepoint": "set_state_tracepoint"}
+# Optional: without them the owner of an accepted session is the task that
+# closes it (as close()/shutdown() run in the owning task).
+ACCEPT_PROGRAMS = ("sys_exit_accept4", "sys_exit_accept")
+
+PAGE_SIZE = 4096
+DEFAULT_RING_BUFFER_BYTES = 2 * 1024 * 1024
+
+
+def object_path() -> str:
+    path = resources.files("otel_tcplife") / "bpf" / "tcplife.bpf.o"
+    if not path.is_file():
+        raise ProbeError(f"BPF object missing at {path}: run `make setup` (or reinstall the package)")
+    return str(path)
+
+
+def check_ring_buffer_bytes(size: int) -> int:
+    if size < PAGE_SIZE or size & (size - 1):
+        raise ValueError(f"ring buffer size must be a power of two of at least {PAGE_SIZE} bytes")
+    return size
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    pid: int = 0
+    family: int = 0  # 0, 4 or 6
+    local_ports: tuple[int, ...] = ()
+    remote_ports: tuple[int, ...] = ()
+    ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
+    attach: str = "auto"
+    verbose: bool = False
+
+
+class CoreProbe:
+    """Loads and attaches the probe; `read()` returns raw `struct event` records."""
+
+    def __init__(self, settings: ProbeSettings) -> None:
+        self.settings = settings
+        self.attach_mode = ""
+        self.warnings: list[str] = []
+        self._stack = ExitStack()
+        self._batch: list[bytes] = []
+        self._ring = None
+        self._counters_fd = -1
+
+    # -- setup -------------------------------------------------------------
+
+    def start(self) -> "CoreProbe":
+        preflight.run_all()
+        self.libbpf = Libbpf(verbose=self.settings.verbose)
+        path = object_path()
+        modes = ("tp_btf", "tracepoint") if self.settings.attach == "auto" else (self.settings.attach,)
+        for i, mode in enumerate(modes):
+            try:
+                self._load_and_attach(path, mode)
+                self.attach_mode = mode
+                break
+            except LibbpfError as exc:
+                self._stack.close()
+                if i == len(modes) - 1:
+                    raise ProbeError(f"{exc}{self._libbpf_hint()}") from exc
+                self.warnings.append(f"{mode} unavailable ({exc}); falling back to the classic tracepoint")
+        return self
+
+    def _libbpf_hint(self) -> str:
+        last = [m.strip() for m in self.libbpf.messages if m.strip()]
+        return f" (libbpf: {last[-1]})" if last else ""
+
+    def _load_and_attach(self, path: str, mode: str) -> None:
+        lib = self.libbpf
+        obj = lib.open_object(path)
+        self._stack.callback(lib.lib.bpf_object__close, obj)
+        self._write_filter(obj)
+        events = lib.find_map(obj, "events")
+        lib.check_int("sizing ring buffer", lib.lib.bpf_map__set_max_entries(events, self.settings.ring_buffer_bytes))
+        wanted = SET_STATE_PROGRAMS[mode]
+        for name in SET_STATE_PROGRAMS.values():
+            lib.lib.bpf_program__set_autoload(lib.find_program(obj, name), name == wanted)
+        lib.check_int("loading BPF object", lib.lib.bpf_object__load(obj))
+
+        self._attach(obj, wanted)
+        for name in ACCEPT_PROGRAMS:
+            try:
+                self._attach(obj, name)
+            except LibbpfError as exc:
+                self.warnings.append(f"{exc}: accepted sessions are attributed to the task that closes them")
+
+        self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
+        self._sample_fn = RING_BUFFER_SAMPLE_FN(self._on_sample)  # keep alive: libbpf calls it
+        events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))
+        self._ring = lib.check_ptr("opening ring buffer", lib.lib.ring_buffer__new(events_fd, self._sample_fn, None, None))
+        self._stack.callback(lib.lib.ring_buffer__free, self._ring)
+
+    def _attach(self, obj: int, name: str) -> None:
+        lib = self.libbpf
+        link = lib.check_ptr(f"attaching {name}", lib.lib.bpf_program__attach(lib.find_program(obj, name)))
+        self._stack.callback(lib.lib.bpf_link__destroy, link)
+
+    def _write_filter(self, obj: int) -> None:
+        s = self.settings
+        data = abi.pack_filter(s.pid, s.family, s.local_ports, s.remote_ports)
+        rodata = self.libbpf.find_map(obj, ".rodata")
+        ptr, size = self.libbpf.map_initial_value(rodata, "reading .rodata")
+        if size < len(data):
+            raise ProbeError(f".rodata is {size} bytes, smaller than struct filter_config ({len(data)})")
+        # `filter` is the only variable in .rodata, at offset 0 (checked by tests).
+        ctypes.memmove(ptr, data, len(data))
+
+    # -- reading -----------------------------------------------------------
+
+    def _on_sample(self, _ctx: int, data: int, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def read(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to timeout_ms for events; return every event available."""
+        ret = self.libbpf.lib.ring_buffer__poll(self._ring, timeout_ms)
+        if ret < 0 and ret != -errno.EINTR:
+            raise LibbpfError("reading ring buffer", -ret)
+        return self._take_batch()
+
+    def drain(self) -> list[bytes]:
+        """Every event already in the ring buffer, without waiting."""
+        ret = self.libbpf.lib.ring_buffer__consume(self._ring)
+        if ret < 0 and ret != -errno.EINTR:
+            raise LibbpfError("reading ring buffer", -ret)
+        return self._take_batch()
+
+    def _take_batch(self) -> list[bytes]:
+        batch, self._batch = self._batch, []
+        return batch
+
+    def counters(self) -> dict[str, int]:
+        read = lambda index: self.libbpf.lookup_percpu_u64(self._counters_fd, index)  # noqa: E731
+        return {"lost": read(abi.COUNTER_LOST), "untracked": read(abi.COUNTER_UNTRACKED)}
+
+    # -- teardown ----------------------------------------------------------
+
+    def close(self) -> None:
+        self._stack.close()
+        self._ring = None
+
+    def __enter__(self) -> "CoreProbe":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

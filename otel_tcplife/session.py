@@ -1,0 +1,65 @@
+"""The Session record: one closed TCP session, decoded from the event ABI."""
+
+from __future__ import annotations
+
+import socket
+from typing import NamedTuple
+
+from . import abi
+
+
+class Session(NamedTuple):
+    pid: int
+    comm: str
+    family: int  # 4 or 6
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+    tx_bytes: int  # payload bytes acked by the peer
+    rx_bytes: int  # payload bytes received
+    birth_ns: int  # CLOCK_MONOTONIC
+    close_ns: int  # CLOCK_MONOTONIC
+    role: int  # abi.ROLE_*
+    error: int  # errno at close, 0 if none
+    oldstate: int  # TCP state before CLOSE
+    owner: int  # abi.OWNER_*: how pid/comm were found
+
+    @property
+    def duration_ns(self) -> int:
+        return self.close_ns - self.birth_ns
+
+
+class Decoder:
+    """Turns raw event records into Sessions; caches address strings."""
+
+    def __init__(self) -> None:
+        self._addresses: dict[tuple[int, bytes], str] = {}
+
+    def address(self, family: int, raw: bytes) -> str:
+        key = (family, raw)
+        text = self._addresses.get(key)
+        if text is None:
+            if len(self._addresses) > 65536:
+                self._addresses.clear()
+            if family == 4:
+                text = socket.inet_ntop(socket.AF_INET, raw[:4])
+            else:
+                text = socket.inet_ntop(socket.AF_INET6, raw)
+            self._addresses[key] = text
+        return text
+
+    def decode(self, records: list[bytes]) -> list[Session]:
+        unpack = abi.EVENT.unpack
+        size = abi.EVENT.size
+        address = self.address
+        sessions = []
+        for record in records:
+            (birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role,
+             oldstate, owner, comm) = unpack(record[:size])
+            sessions.append(Session(
+                pid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), family,
+                address(family, saddr), sport, address(family, daddr), dport,
+                tx, rx, birth, close, role, error, oldstate, owner,
+            ))
+        return sessions
