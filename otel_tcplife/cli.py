@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -94,6 +95,8 @@ def build_parser() -> ArgumentParser:
                         metavar="BYTES", help="kernel ring buffer size, a power of two (default %(default)s)")
     parser.add_argument("--attach", choices=ATTACH_MODES, default="auto",
                         help="how to attach to sock:inet_sock_set_state (default %(default)s)")
+    parser.add_argument("--summary", action="store_true",
+                        help="at exit, print a one-line JSON summary of counters on stderr")
     parser.add_argument("--verbose", action="store_true", help="show libbpf messages and probe details")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -101,6 +104,7 @@ def build_parser() -> ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None) -> Config:
     args = build_parser().parse_args(argv)
+    extra: dict[str, bool] = {}
     probe = ProbeSettings(
         pid=args.pid,
         family=4 if args.ipv4 else 6 if args.ipv6 else 0,
@@ -110,8 +114,10 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         attach=args.attach,
         verbose=args.verbose,
     )
+    if args.summary:
+        extra["summary"] = True
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp)
-    return Config(probe=probe, table=table)
+    return Config(probe=probe, table=table, **extra)
 
 
 def warn(message: str) -> None:
@@ -165,13 +171,19 @@ def run(config: Config) -> int:
             sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}\n")
         losses = LossReporter(probe)
         writer.write_header()
+        reported = 0
         while not stopper.stopped:
             records = probe.read(POLL_TIMEOUT_MS)
             if records:
                 writer.write(decoder.decode(records))
+                reported += len(records)
             losses.check()
-        writer.write(decoder.decode(probe.drain()))
+        records = probe.drain()
+        writer.write(decoder.decode(records))
+        reported += len(records)
         losses.check(final=True)
+        if config.summary:
+            sys.stderr.write(json.dumps({"sessions_reported": reported, **losses.reported}) + "\n")
     return 0
 
 

@@ -15,3 +15,4 @@ POLL_TIMEOUT_MS = 100
 class Config:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     table: TableStyle = field(default_factory=TableStyle)
+    summary: bool = False  # JSON counters on stderr at exit
