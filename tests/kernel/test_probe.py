@@ -1,0 +1,125 @@
+"""The probe reports every closed session with the right facts, on real traffic."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from otel_tcplife import abi
+
+MB = 1_000_000
+
+
+def run_pair(traffic, collector, *, family="4", host="127.0.0.1", send=0, recv=0, close="client",
+             netns_server=None, netns_client=None, server_bind=None, hold_ms=0):
+    """One connection between a tl-server and a tl-client; returns (sessions, peers, timing)."""
+    server, port = traffic.server(netns=netns_server, name="tl-server", family=family,
+                                  host=server_bind or host, recv=send, send=recv, close=close)
+    client = traffic.client(netns=netns_client, name="tl-client", family=family, host=host, port=port,
+                            send=send, recv=recv, close=close, hold_ms=hold_ms)
+    closed = client.events()[0]
+    server.events()
+    assert closed["event"] == "closed", closed
+    found = collector.wait_for({closed["lport"], port})
+    client_side = [s for s in found if s.lport == closed["lport"] and s.rport == port]
+    server_side = [s for s in found if s.lport == port and s.rport == closed["lport"]]
+    assert len(client_side) == 1 and len(server_side) == 1, found
+    return client_side[0], server_side[0], client, server, closed
+
+
+SIZES = [(0, 0), (1, 0), (0, 1), (1023, 1024), (1024, 1023), (4 * MB, 3 * MB)]
+CLOSES = ["client", "server", "rst-client", "rst-server"]
+
+
+@pytest.mark.parametrize("close", CLOSES)
+@pytest.mark.parametrize("send,recv", SIZES)
+def test_loopback_ipv4_exact_bytes_owner_and_times(traffic, collector, send, recv, close):
+    # A reset before the server's accept() would end the session before it
+    # had an owner: give the server time to accept first.
+    hold_ms = 50 if close == "rst-client" else 0
+    c, s, client, server, timing = run_pair(traffic, collector, send=send, recv=recv, close=close,
+                                            hold_ms=hold_ms)
+
+    assert (c.tx_bytes, c.rx_bytes) == (send, recv)
+    assert (s.tx_bytes, s.rx_bytes) == (recv, send)
+    assert (c.pid, c.comm, c.role, c.owner) == (client.pid, "tl-client", abi.ROLE_CLIENT, abi.OWNER_CONNECT)
+    assert (s.pid, s.comm, s.role, s.owner) == (server.pid, "tl-server", abi.ROLE_SERVER, abi.OWNER_ACCEPT)
+    for session in (c, s):
+        assert (session.family, session.laddr, session.raddr) == (4, "127.0.0.1", "127.0.0.1")
+    # The kernel's clock is the test's CLOCK_MONOTONIC: birth follows the
+    # client's connect() call; the client is told of nothing before birth.
+    assert timing["start_ns"] <= c.birth_ns <= c.close_ns
+    assert c.birth_ns <= s.birth_ns <= s.close_ns
+    # Whoever receives a reset records it; a clean close has no error.
+    if close == "rst-server":
+        assert c.error == errno.ECONNRESET
+    if close == "rst-client":
+        assert s.error == errno.ECONNRESET
+    if close in ("client", "server"):
+        assert c.error == 0 and s.error == 0
+
+
+def test_duration_matches_the_clients_own_clock(traffic, collector):
+    c, s, _, _, timing = run_pair(traffic, collector, send=10, recv=10, close="client", hold_ms=300)
+    measured_ms = (timing["end_ns"] - timing["start_ns"]) / 1e6
+    # The client holds 300 ms, then closes first; the server closes on its FIN.
+    # CLOSE comes when the peer answers the FIN, just after close() returns.
+    assert 300 <= c.duration_ns / 1e6 <= measured_ms + 50
+    assert timing["start_ns"] <= c.birth_ns < s.birth_ns
+    assert 300 <= s.duration_ns / 1e6 <= measured_ms + 50
+
+
+def test_loopback_ipv6(traffic, collector):
+    c, s, client, server, _ = run_pair(traffic, collector, family="6", host="::1", send=100000, recv=200000)
+    assert (c.family, c.laddr, c.raddr, c.tx_bytes, c.rx_bytes) == (6, "::1", "::1", 100000, 200000)
+    assert (s.family, s.pid, s.tx_bytes, s.rx_bytes) == (6, server.pid, 200000, 100000)
+
+
+def test_ipv4_mapped_ipv6_is_reported_as_ipv4(traffic, collector):
+    c, s, *_ = run_pair(traffic, collector, family="6", host="::ffff:127.0.0.1", server_bind="::",
+                        send=5, recv=7)
+    for session in (c, s):
+        assert (session.family, session.laddr, session.raddr) == (4, "127.0.0.1", "127.0.0.1")
+    assert (c.tx_bytes, c.rx_bytes, s.tx_bytes, s.rx_bytes) == (5, 7, 7, 5)
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_between_network_namespaces(traffic, collector, netns_pair, family):
+    server_addr = netns_pair.server_v4 if family == "4" else netns_pair.server_v6
+    client_addr = netns_pair.client_v4 if family == "4" else netns_pair.client_v6
+    c, s, client, server, _ = run_pair(
+        traffic, collector, family=family, host=server_addr, send=100000, recv=2 * MB, close="server",
+        netns_server=netns_pair.server_ns, netns_client=netns_pair.client_ns)
+    assert (c.laddr, c.raddr, c.tx_bytes, c.rx_bytes) == (client_addr, server_addr, 100000, 2 * MB)
+    assert (s.laddr, s.raddr, s.tx_bytes, s.rx_bytes) == (server_addr, client_addr, 2 * MB, 100000)
+    # `ip netns exec` execs the command: the pids are the traffic processes'.
+    assert (c.pid, c.comm, s.pid, s.comm) == (client.pid, "tl-client", server.pid, "tl-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connect_is_reported_with_zero_bytes(traffic, collector):
+    client = traffic.client(name="tl-client", host="127.0.0.1", port=free_port())
+    failed = client.events()[0]
+    assert failed["error"] == "ECONNREFUSED"
+    (c,) = collector.wait_for({failed["lport"]})
+    assert (c.pid, c.comm, c.tx_bytes, c.rx_bytes) == (client.pid, "tl-client", 0, 0)
+    assert (c.error, c.role) == (errno.ECONNREFUSED, abi.ROLE_CLIENT)
+
+
+def test_timed_out_connect_is_reported_with_zero_bytes(traffic, collector, netns_pair):
+    # No host answers at .99 on the namespace's link: the SYN goes unanswered.
+    client = traffic.client(netns=netns_pair.client_ns, name="tl-client", host="10.201.0.99", port=80,
+                            syn_timeout_ms=500)
+    failed = client.events()[0]
+    assert failed["event"] == "failed"
+    (c,) = collector.wait_for({failed["lport"]})
+    assert (c.pid, c.tx_bytes, c.rx_bytes, c.role) == (client.pid, 0, 0, abi.ROLE_CLIENT)
+    assert c.error in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
+    assert c.raddr == "10.201.0.99"

@@ -1,0 +1,108 @@
+"""Test helpers: real traffic processes, network namespaces, BPF availability."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAFFIC = str(Path(__file__).resolve().parent / "traffic.py")
+IN_CI = os.environ.get("CI") == "true"
+
+
+def bpf_unavailable_reason() -> str | None:
+    """Why kernel tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root for BPF"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "kernel has no BTF (/sys/kernel/btf/vmlinux)"
+    if not (ROOT / "otel_tcplife" / "bpf" / "tcplife.bpf.o").exists():
+        return "BPF object not built (run make setup)"
+    return None
+
+
+def require_bpf() -> None:
+    reason = bpf_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"kernel tests must run in CI: {reason}")
+        pytest.skip(reason)
+
+
+class Peer:
+    """A traffic.py process; its stdout is a stream of JSON events."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def next_event(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"traffic process ended: {self.proc.stderr.read()}")
+        return json.loads(line)
+
+    def events(self, timeout: float = 30) -> list[dict]:
+        """Every remaining event, once the process has finished."""
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return [json.loads(line) for line in out.splitlines()]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@dataclass
+class Traffic:
+    """Starts servers and clients, optionally inside a network namespace."""
+
+    started: list[Peer] = field(default_factory=list)
+
+    def _run(self, role: str, netns: str | None, **options: object) -> Peer:
+        argv = [sys.executable, TRAFFIC, role]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        if netns:
+            argv = ["ip", "netns", "exec", netns] + argv
+        peer = Peer(argv)
+        self.started.append(peer)
+        return peer
+
+    def server(self, netns: str | None = None, **options: object) -> tuple[Peer, int]:
+        peer = self._run("server", netns, **options)
+        event = peer.next_event()
+        assert event["event"] == "listening", event
+        return peer, event["port"]
+
+    def client(self, netns: str | None = None, **options: object) -> Peer:
+        return self._run("client", netns, **options)
+
+    def close(self) -> None:
+        for peer in self.started:
+            peer.kill()
+
+
+@dataclass(frozen=True)
+class NetnsPair:
+    """Two namespaces joined by a veth pair, IPv4 and IPv6 addresses on each end."""
+
+    server_ns: str
+    client_ns: str
+    server_v4: str = "10.201.0.1"
+    client_v4: str = "10.201.0.2"
+    server_v6: str = "fd00:201::1"
+    client_v6: str = "fd00:201::2"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+

@@ -1,0 +1,149 @@
+"""Test traffic: a TCP server or client process with its own name, run as a script.
+
+    python traffic.py server --name tl-server --family 4 --host 127.0.0.1 \
+        --count 2 --recv 100 --send 200 --close client
+    python traffic.py client --name tl-client --family 4 --host 127.0.0.1 --port P \
+        --count 2 --send 100 --recv 200 --close client
+
+Each connection: the client sends its --send bytes, the server reads them (its
+--recv) and sends its own --send bytes, which the client reads (its --recv), then the side named by --close closes
+first (`client`, `server`) or aborts with a reset (`rst-client`, `rst-server`,
+after all its data was acknowledged). The process names itself (PR_SET_NAME) so
+the kernel comm identifies each side. Every line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import fcntl
+import json
+import socket
+import struct
+import sys
+import termios
+import time
+
+SIOCOUTQ = termios.TIOCOUTQ  # bytes not yet acknowledged by the peer
+
+
+def set_name(name: str) -> None:
+    libc = ctypes.CDLL(None)
+    libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def emit(**fields) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def recv_exactly(sock: socket.socket, n: int) -> None:
+    while n > 0:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise RuntimeError(f"peer closed with {n} bytes missing")
+        n -= len(chunk)
+
+
+def wait_for_eof(sock: socket.socket) -> None:
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass  # the peer aborted: as final as a FIN
+
+
+def wait_until_acked(sock: socket.socket, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    buf = bytearray(4)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(sock.fileno(), SIOCOUTQ, buf)
+        if struct.unpack("i", buf)[0] == 0:
+            return
+        time.sleep(0.001)
+    raise RuntimeError("data not acknowledged in time")
+
+
+def finish(sock: socket.socket, me: str, closer: str) -> None:
+    """Close as the --close mode says, `me` being "client" or "server"."""
+    if closer == f"rst-{me}":
+        wait_until_acked(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif closer != me:
+        wait_for_eof(sock)  # the other side closes first (FIN) or resets
+    sock.close()
+
+
+def family_of(value: str) -> socket.AddressFamily:
+    return socket.AF_INET if value == "4" else socket.AF_INET6
+
+
+def server(args: argparse.Namespace) -> None:
+    listener = socket.socket(family_of(args.family), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((args.host, args.port))
+    listener.listen(128)
+    emit(event="listening", port=listener.getsockname()[1])
+    for _ in range(args.count):
+        conn, peer = listener.accept()
+        try:
+            recv_exactly(conn, args.recv)
+            conn.sendall(b"s" * args.send)
+            if args.hold_ms:
+                time.sleep(args.hold_ms / 1000)
+            finish(conn, "server", args.close)
+        except (ConnectionError, RuntimeError) as exc:
+            emit(event="error", error=str(exc))
+            conn.close()
+    listener.close()
+    emit(event="done")
+
+
+def client(args: argparse.Namespace) -> None:
+    for _ in range(args.count):
+        sock = socket.socket(family_of(args.family), socket.SOCK_STREAM)
+        # Bind first so the local port is known even when connect() fails.
+        sock.bind((args.bind, 0))
+        lport = sock.getsockname()[1]
+        if args.syn_timeout_ms:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, args.syn_timeout_ms)
+        start = time.monotonic_ns()
+        try:
+            sock.connect((args.host, args.port))
+        except OSError as exc:
+            sock.close()
+            emit(event="failed", lport=lport, error=errno.errorcode.get(exc.errno, str(exc.errno)),
+                 start_ns=start, end_ns=time.monotonic_ns())
+            continue
+        sock.sendall(b"c" * args.send)
+        recv_exactly(sock, args.recv)
+        if args.hold_ms:
+            time.sleep(args.hold_ms / 1000)
+        finish(sock, "client", args.close)
+        emit(event="closed", lport=lport, start_ns=start, end_ns=time.monotonic_ns())
+    emit(event="done")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=("server", "client"))
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--family", choices=("4", "6"), default="4")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--bind", default="")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--send", type=int, default=0)
+    parser.add_argument("--recv", type=int, default=0)
+    parser.add_argument("--close", choices=("client", "server", "rst-client", "rst-server"), default="client")
+    parser.add_argument("--hold-ms", type=int, default=0, help="pause before closing")
+    parser.add_argument("--syn-timeout-ms", type=int, default=0, help="give up connecting after this")
+    args = parser.parse_args()
+    set_name(args.name)
+    server(args) if args.role == "server" else client(args)
+
+
+if __name__ == "__main__":
+    main()
