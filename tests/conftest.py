@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from .support import NetnsPair, Traffic, ip
+from .support import Agent, NetnsPair, Traffic, ip
 
 
 @pytest.fixture
@@ -36,3 +36,18 @@ def netns_pair():
     finally:
         for ns in (pair.server_ns, pair.client_ns):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def start_agent():
+    """Starts agents (see support.Agent); kills any still running at the end."""
+    agents = []
+
+    def start(*args: str, **options) -> Agent:
+        agent = Agent(*args, **options)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.kill()

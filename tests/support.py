@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +109,54 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+
+
+class Agent:
+    """The real otel-tcplife process; started when its header line (tracing) appears."""
+
+    def __init__(self, *args: str, prefix: tuple[str, ...] = (), startup_timeout: float = 10) -> None:
+        argv = [*prefix, sys.executable, "-m", "otel_tcplife", *args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.header = self.read_line(startup_timeout)
+        if self.header is None:
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"agent did not start: {self.proc.stderr.read()}")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def read_line(self, timeout: float) -> str | None:
+        """The next line on stdout while the agent runs (None at its end or on timeout)."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> tuple[int, list[str], str]:
+        """Signal the agent; return its exit status, remaining stdout lines and stderr."""
+        self.proc.send_signal(sig)
+        returncode = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        lines = []
+        while (line := self._lines.get_nowait()) is not None:
+            lines.append(line)
+        stderr = self.proc.stderr.read()
+        self._close_pipes()
+        return returncode, lines, stderr
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        self.proc.stdout.close()
+        self.proc.stderr.close()

@@ -104,7 +104,8 @@ def client(args: argparse.Namespace) -> None:
     for _ in range(args.count):
         sock = socket.socket(family_of(args.family), socket.SOCK_STREAM)
         # Bind first so the local port is known even when connect() fails.
-        sock.bind((args.bind, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.bind, args.bind_port))
         lport = sock.getsockname()[1]
         if args.syn_timeout_ms:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
@@ -131,9 +132,10 @@ def main() -> None:
     parser.add_argument("role", choices=("server", "client"))
     parser.add_argument("--name", required=True)
     parser.add_argument("--family", choices=("4", "6"), default="4")
-    parser.add_argument("--host", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--bind", default="")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bind-port", type=int, default=0, help="client: local port (0: any)")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--send", type=int, default=0)
     parser.add_argument("--recv", type=int, default=0)

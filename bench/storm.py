@@ -1,0 +1,169 @@
+"""Connection storm: as many short TCP connections over loopback as the machine can make.
+
+A server (one or more processes sharing one listening socket on 127.0.0.1) and N client
+worker processes. Each client, until its deadline: connect, send a few bytes, read the
+reply until EOF, close. The server reads, replies and closes FIRST, so TIME_WAIT lands on
+the server side (keyed on the server's port) and client ephemeral ports are free again at
+once: no port exhaustion, no sysctl changes. Closes are normal (FIN), never RST.
+
+Each connection is two TCP sessions on this machine: the client's and the server's.
+
+    python3 bench/storm.py --seconds 10 --workers 2
+prints one JSON line; `run_storm()` returns the same dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import queue
+import socket
+import sys
+import time
+
+HOST = "127.0.0.1"  # the only address this ever talks to
+MAX_SECONDS = 600.0
+DEFAULT_MAX_CONNECTIONS = 10_000_000  # hard cap over all workers, whatever the duration
+ACCEPT_POLL_SECONDS = 0.2  # how fast an idle server notices it should stop
+
+# fork: workers inherit the listening socket and need no pickling; Linux only anyway.
+_mp = multiprocessing.get_context("fork")
+
+
+def free_port() -> int:
+    """A loopback port that is free now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _serve(listener: socket.socket, payload_size: int, stop, results) -> None:
+    accepted = errors = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            if stop.is_set():
+                break
+            continue
+        try:
+            if payload_size:
+                conn.recv(payload_size)
+                conn.sendall(b"y" * payload_size)
+            accepted += 1
+        except OSError:
+            errors += 1
+        finally:
+            conn.close()  # the server closes first: TIME_WAIT stays here
+    results.put(("server", accepted, errors, 0.0))
+
+
+def _client(port: int, payload_size: int, seconds: float, limit: int, start, results) -> None:
+    address = (HOST, port)
+    payload = b"x" * payload_size
+    made = errors = 0
+    start.wait()
+    began = time.monotonic()
+    deadline = began + seconds
+    while made < limit and time.monotonic() < deadline:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.connect(address)
+            if payload:
+                s.sendall(payload)
+            while s.recv(4096):  # reply, then EOF: the server has closed
+                pass
+            made += 1
+        except OSError:
+            errors += 1
+        finally:
+            s.close()
+    results.put(("client", made, errors, time.monotonic() - began))
+
+
+def run_storm(seconds: float = 10.0, workers: int = 2, servers: int = 1, port: int = 0,
+              payload_size: int = 16, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> dict:
+    """Run one storm and return its counts; every process it starts is gone on return."""
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be in (0, {MAX_SECONDS}]")
+    if workers < 1 or servers < 1 or max_connections < 1:
+        raise ValueError("workers, servers and max_connections must be at least 1")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Server-side TIME_WAITs of an earlier storm on this port must not block the bind.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, port))
+    listener.listen(socket.SOMAXCONN)
+    listener.settimeout(ACCEPT_POLL_SECONDS)
+    port = listener.getsockname()[1]
+
+    start, stop, results = _mp.Event(), _mp.Event(), _mp.Queue()
+    server_procs = [_mp.Process(target=_serve, args=(listener, payload_size, stop, results), daemon=True)
+                    for _ in range(servers)]
+    limit = max(1, max_connections // workers)
+    client_procs = [_mp.Process(target=_client, args=(port, payload_size, seconds, limit, start, results),
+                                daemon=True)
+                    for _ in range(workers)]
+    procs = server_procs + client_procs
+    try:
+        for p in procs:
+            p.start()
+        listener.close()  # the servers hold their own copies
+        start.set()
+        reports = [results.get(timeout=seconds + 60) for _ in client_procs]
+        stop.set()
+        reports += [results.get(timeout=30) for _ in server_procs]
+    except queue.Empty:
+        raise RuntimeError("storm: a worker did not report in time") from None
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():  # only our own children, by their handle
+                p.terminate()
+                p.join()
+        listener.close()
+
+    clients = [r for r in reports if r[0] == "client"]
+    server_side = [r for r in reports if r[0] == "server"]
+    connections = sum(r[1] for r in clients)
+    duration = max(r[3] for r in clients)
+    return {
+        "port": port,
+        "workers": workers,
+        "servers": servers,
+        "payload_bytes": payload_size,
+        "connections": connections,  # counted by the clients
+        "accepted": sum(r[1] for r in server_side),  # counted by the server(s)
+        "client_errors": sum(r[2] for r in clients),
+        "server_errors": sum(r[2] for r in server_side),
+        "sessions": 2 * connections,  # both ends are on this machine
+        "duration_s": round(duration, 3),
+        "conn_per_s": round(connections / duration, 1) if duration else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Loopback TCP connection storm (127.0.0.1 only).")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="client processes (default %(default)s)")
+    parser.add_argument("--servers", type=int, default=1, help="server processes (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: any free one)")
+    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
+                        help="bytes sent each way per connection, 0 for none (default %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="stop after this many connections in all (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        result = run_storm(args.seconds, args.workers, args.servers, args.port,
+                           args.payload_size, args.max_connections)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"storm: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""otel_tcplife/abi.py agrees with bpf/tcplife.h and with the compiled object's BTF."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from otel_tcplife import abi
+
+from ..support import ROOT
+
+OBJECT = ROOT / "otel_tcplife" / "bpf" / "tcplife.bpf.o"
+HEADER = (ROOT / "bpf" / "tcplife.h").read_text()
+
+
+@pytest.fixture(scope="module")
+def btf():
+    if not OBJECT.exists():
+        pytest.fail(f"{OBJECT} missing: run make setup")
+    if shutil.which("bpftool") is None:
+        pytest.fail("bpftool missing: run make setup")
+    out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(OBJECT)],
+                         check=True, capture_output=True, text=True).stdout
+    return {t["id"]: t for t in json.loads(out)["types"]}
+
+
+def type_size(types: dict, type_id: int) -> int:
+    t = types[type_id]
+    if t["kind"] in ("TYPEDEF", "VOLATILE", "CONST"):
+        return type_size(types, t["type_id"])
+    if t["kind"] == "ARRAY":
+        return t["nr_elems"] * type_size(types, t["type_id"])
+    return t["size"]
+
+
+def struct_layout(types: dict, name: str) -> tuple[int, dict[str, tuple[int, int]]]:
+    (t,) = [t for t in types.values() if t["kind"] == "STRUCT" and t["name"] == name]
+    members = {m["name"]: (m["bits_offset"] // 8, type_size(types, m["type_id"])) for m in t["members"]}
+    return t["size"], members
+
+
+@pytest.mark.parametrize("name,fields,packed", [
+    ("event", abi.EVENT_FIELDS, abi.EVENT),
+    ("filter_config", abi.FILTER_FIELDS, abi.FILTER),
+])
+def test_python_mirror_matches_btf(btf, name, fields, packed):
+    size, members = struct_layout(btf, name)
+    assert abi.field_offsets(fields) == members
+    assert packed.size == size
+    assert [n for n, _ in fields] == list(members)
+
+
+def test_filter_is_the_only_variable_in_rodata_at_offset_zero(btf):
+    (rodata,) = [t for t in btf.values() if t["kind"] == "DATASEC" and t["name"] == ".rodata"]
+    variables = [(btf[v["type_id"]]["name"], v["offset"]) for v in rodata["vars"]]
+    assert variables == [("filter", 0)]
+
+
+def header_constant(name: str) -> int:
+    match = re.search(rf"\b{name}\b\s*=?\s*(\d+)", HEADER)
+    assert match, name
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("name", [
+    "TASK_COMM_LEN", "MAX_PORTS", "OWNER_NONE", "OWNER_CONNECT", "OWNER_ACCEPT", "OWNER_CLOSE",
+    "ROLE_UNKNOWN", "ROLE_CLIENT", "ROLE_SERVER", "COUNTER_LOST", "COUNTER_UNTRACKED", "NR_COUNTERS",
+])
+def test_constants_match_the_header(name):
+    assert getattr(abi, name) == header_constant(name)
+
+
+def test_pack_filter_zero_terminates_and_refuses_to_truncate():
+    data = abi.pack_filter(42, 4, (80, 443), ())
+    values = abi.FILTER.unpack(data)
+    assert values[:2] == (42, 4)
+    assert values[2:2 + abi.MAX_PORTS] == (80, 443) + (0,) * (abi.MAX_PORTS - 2)
+    with pytest.raises(ValueError):
+        abi.pack_filter(0, 0, tuple(range(1, abi.MAX_PORTS + 2)), ())
