@@ -114,8 +114,10 @@ def ip(*args: str) -> None:
 class Agent:
     """The real otel-tcplife process; started when its header line (tracing) appears."""
 
-    def __init__(self, *args: str, prefix: tuple[str, ...] = (), startup_timeout: float = 10) -> None:
-        argv = [*prefix, sys.executable, "-m", "otel_tcplife", *args]
+    def __init__(self, *args: str, prefix: tuple[str, ...] = (),
+                 command: tuple[str, ...] = (sys.executable, "-m", "otel_tcplife"),
+                 startup_timeout: float = 10) -> None:
+        argv = [*prefix, *command, *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
         self._lines: queue.Queue[str | None] = queue.Queue()
