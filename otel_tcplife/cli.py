@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -104,7 +105,6 @@ def build_parser() -> ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None) -> Config:
     args = build_parser().parse_args(argv)
-    extra: dict[str, bool] = {}
     probe = ProbeSettings(
         pid=args.pid,
         family=4 if args.ipv4 else 6 if args.ipv6 else 0,
@@ -114,10 +114,8 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         attach=args.attach,
         verbose=args.verbose,
     )
-    if args.summary:
-        extra["summary"] = True
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp)
-    return Config(probe=probe, table=table, **extra)
+    return Config(probe=probe, table=table, summary=args.summary)
 
 
 def warn(message: str) -> None:
@@ -194,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_status
     except BrokenPipeError:
-        # The reader went away (`otel-tcplife | head`): stop quietly.
-        sys.stdout = None  # type: ignore[assignment]
+        # The reader went away (`otel-tcplife | head`): stop quietly, and keep
+        # the interpreter's final flush of stdout from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         return 0

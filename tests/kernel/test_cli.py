@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -203,3 +205,21 @@ def test_sigterm_and_sigint_exit_zero(start_agent):
     for sig in (signal.SIGINT, signal.SIGTERM):
         agent = start_agent("-L", "1")
         assert agent.stop(sig)[0] == 0
+
+
+def test_a_closed_pipe_ends_the_agent_quietly(traffic):
+    # `otel-tcplife | head -1`: head leaves after the header; the next row's write fails.
+    shell = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife -s | {{ head -1 >/dev/null; echo tracing; }}; '
+                       'exit ${PIPESTATUS[0]}'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert shell.stdout.readline() == "tracing\n"
+    server, port = traffic.server(name="tl-server", count=100)
+    client = traffic.client(name="tl-client", port=port, count=100)
+    try:
+        _, stderr = shell.communicate(timeout=20)
+    finally:
+        client.kill()
+        server.kill()
+    assert shell.returncode == 0
+    assert stderr == ""
