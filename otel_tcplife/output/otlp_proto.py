@@ -1,0 +1,93 @@
+"""Session records as OTLP protobuf requests, built directly per batch.
+
+No SDK LogRecord or Span per session: the opentelemetry.proto messages are
+filled in place. Requests are split so none exceeds MAX_REQUEST_BYTES.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord
+
+# Collectors commonly refuse messages over 4 MiB; keep a margin for framing.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+
+def _set_attributes(repeated, attributes: tuple[tuple[str, object], ...]) -> None:
+    for key, value in attributes:
+        kv = repeated.add()
+        kv.key = key
+        if value.__class__ is str:
+            kv.value.string_value = value
+        elif value.__class__ is int:
+            kv.value.int_value = value
+        elif value.__class__ is float:
+            kv.value.double_value = value
+        else:
+            kv.value.string_value = str(value)
+
+
+class ProtoEncoder:
+    def __init__(self, resource: resource_pb2.Resource, scope: common_pb2.InstrumentationScope) -> None:
+        self.resource = resource
+        self.scope = scope
+
+    def logs_request(self, records: Sequence[SessionRecord]) -> ExportLogsServiceRequest:
+        request = ExportLogsServiceRequest()
+        resource_logs = request.resource_logs.add()
+        resource_logs.resource.CopyFrom(self.resource)
+        scope_logs = resource_logs.scope_logs.add()
+        scope_logs.scope.CopyFrom(self.scope)
+        add = scope_logs.log_records.add
+        for r in records:
+            log = add()
+            log.time_unix_nano = r.end_ns
+            log.observed_time_unix_nano = r.observed_ns
+            log.severity_number = SEVERITY_INFO
+            log.body.string_value = r.body
+            log.trace_id = r.trace_id
+            log.span_id = r.span_id
+            log.event_name = EVENT_NAME
+            _set_attributes(log.attributes, r.attributes)
+        return request
+
+    def traces_request(self, records: Sequence[SessionRecord]) -> ExportTraceServiceRequest:
+        request = ExportTraceServiceRequest()
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.CopyFrom(self.resource)
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.CopyFrom(self.scope)
+        add = scope_spans.spans.add
+        for r in records:
+            span = add()
+            span.trace_id = r.trace_id
+            span.span_id = r.span_id
+            span.name = r.name
+            span.kind = r.kind
+            span.start_time_unix_nano = r.start_ns
+            span.end_time_unix_nano = r.end_ns
+            _set_attributes(span.attributes, r.attributes)
+            if r.error_type:
+                span.status.code = Status.STATUS_CODE_ERROR
+                span.status.message = r.error_type
+        return request
+
+    def encoder_for(self, signal: str) -> Callable[[list[SessionRecord]], list[tuple[bytes, int]]]:
+        """records -> serialized requests, each under MAX_REQUEST_BYTES, with its record count."""
+        build = self.logs_request if signal == "logs" else self.traces_request
+
+        def encode(records: list[SessionRecord]) -> list[tuple[bytes, int]]:
+            payload = build(records).SerializeToString()
+            if len(payload) <= MAX_REQUEST_BYTES or len(records) == 1:
+                return [(payload, len(records))]
+            half = len(records) // 2
+            return encode(records[:half]) + encode(records[half:])
+
+        return encode

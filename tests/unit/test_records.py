@@ -1,0 +1,138 @@
+"""The record contract in every encoding: NDJSON, OTLP/JSON and OTLP protobuf agree."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+
+from google.protobuf import json_format
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from opentelemetry.sdk.resources import Resource
+
+from otel_tcplife import abi
+from otel_tcplife.enrich import ProcessNames
+from otel_tcplife.output.ndjson import NdjsonEncoder, Rfc3339
+from otel_tcplife.output.otlp_json import OtlpJsonEncoder
+from otel_tcplife.output.otlp_proto import ProtoEncoder
+from otel_tcplife.record import RecordBuilder, format_bytes
+from otel_tcplife.resource import resource_json, resource_proto, scope_json, scope_proto
+from otel_tcplife.session import Session
+
+
+class FixedClock:
+    offset_ns = 1_700_000_000_000_000_000
+
+    def offset(self) -> int:
+        return self.offset_ns
+
+
+def session(**changes) -> Session:
+    base = Session(pid=4242, comm="curl", family=4, laddr="10.0.0.5", lport=51234, raddr="93.184.216.34",
+                   rport=443, tx_bytes=1229, rx_bytes=49152, birth_ns=5_000_000_000, close_ns=5_091_790_000,
+                   role=abi.ROLE_CLIENT, error=0, oldstate=4, owner=abi.OWNER_CONNECT)
+    return base._replace(**changes)
+
+
+def build(*sessions):
+    return RecordBuilder(clock=FixedClock(), names=ProcessNames(proc="/nonexistent")).build(list(sessions))
+
+
+def test_client_record_follows_the_contract():
+    (r,) = build(session())
+    attributes = dict(r.attributes)
+    assert (r.name, r.kind) == ("tcp connect", 3)
+    assert r.start_ns == FixedClock.offset_ns + 5_000_000_000
+    assert r.end_ns == FixedClock.offset_ns + 5_091_790_000
+    assert len(r.trace_id) == 16 and len(r.span_id) == 8
+    assert r.body == "curl 10.0.0.5:51234 -> 93.184.216.34:443 tx=1.2KiB rx=48.0KiB 91.79ms"
+    assert attributes == {
+        "network.transport": "tcp", "network.type": "ipv4",
+        "network.local.address": "10.0.0.5", "network.local.port": 51234,
+        "network.peer.address": "93.184.216.34", "network.peer.port": 443,
+        "client.address": "10.0.0.5", "client.port": 51234,
+        "server.address": "93.184.216.34", "server.port": 443,
+        "process.pid": 4242, "process.executable.name": "curl", "thread.name": "curl",
+        "tcplife.role": "client", "tcplife.bytes_sent": 1229, "tcplife.bytes_received": 49152,
+        "tcplife.duration_ms": 91.79,
+    }
+    assert "network.io.direction" not in attributes
+
+
+def test_server_record_swaps_client_and_server():
+    (r,) = build(session(role=abi.ROLE_SERVER, family=6, laddr="::1", raddr="::2"))
+    attributes = dict(r.attributes)
+    assert (r.name, r.kind, attributes["tcplife.role"]) == ("tcp accept", 2, "server")
+    assert (attributes["client.address"], attributes["server.address"]) == ("::2", "::1")
+    assert attributes["network.type"] == "ipv6"
+    assert r.body.startswith("curl [::2]:443 -> [::1]:51234 ")
+
+
+def test_failed_connect_carries_error_type():
+    (r,) = build(session(error=errno.ECONNREFUSED, tx_bytes=0, rx_bytes=0))
+    assert r.error_type == "ECONNREFUSED"
+    assert dict(r.attributes)["error.type"] == "ECONNREFUSED"
+
+
+def test_every_session_gets_its_own_ids():
+    records = build(*[session() for _ in range(100)])
+    assert len({r.trace_id for r in records}) == 100 and len({r.span_id for r in records}) == 100
+
+
+def test_format_bytes():
+    assert [format_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 1024 * 1024)] == \
+        ["0B", "1023B", "1.0KiB", "1.5KiB", "5.0MiB"]
+
+
+def test_rfc3339_has_nanoseconds_in_utc():
+    assert Rfc3339()(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
+
+
+def hex_ids_to_base64(obj):
+    """OTLP/JSON uses hex ids where protobuf's JSON mapping expects base64."""
+    if isinstance(obj, dict):
+        return {k: (base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId") else
+                    hex_ids_to_base64(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [hex_ids_to_base64(v) for v in obj]
+    return obj
+
+
+def test_ndjson_otlp_json_and_protobuf_agree():
+    resource = Resource.create({"service.name": "otel-tcplife", "host.name": "h"})
+    records = build(session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET))
+    protos = ProtoEncoder(resource_proto(resource), scope_proto())
+
+    logs = LogsData()
+    line = OtlpJsonEncoder(resource_json(resource), scope_json(), "logs").encode(records)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    json_format.ParseDict(hex_ids_to_base64(json.loads(line)), logs)
+    expected_logs = LogsData(resource_logs=protos.logs_request(records).resource_logs)
+    assert logs == expected_logs
+
+    traces = TracesData()
+    line = OtlpJsonEncoder(resource_json(resource), scope_json(), "traces").encode(records)
+    json_format.ParseDict(hex_ids_to_base64(json.loads(line)), traces)
+    assert traces == TracesData(resource_spans=protos.traces_request(records).resource_spans)
+    (_, failed) = traces.resource_spans[0].scope_spans[0].spans
+    assert (failed.status.code, failed.status.message) == (2, "ECONNRESET")
+
+    rows = [json.loads(x) for x in NdjsonEncoder().encode(records).splitlines()]
+    for row, log in zip(rows, logs.resource_logs[0].scope_logs[0].log_records):
+        assert row["otel.event.name"] == log.event_name == "tcplife.session"
+        assert bytes.fromhex(row["trace_id"]) == log.trace_id
+        assert bytes.fromhex(row["span_id"]) == log.span_id
+        flat = {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in log.attributes}
+        assert {k: v for k, v in row.items() if k in flat} == flat
+        assert len(row) == len(flat) + 5  # time, start_time, event name, trace_id, span_id
+
+
+def test_large_batches_are_split_under_the_request_limit(monkeypatch):
+    from otel_tcplife.output import otlp_proto
+    monkeypatch.setattr(otlp_proto, "MAX_REQUEST_BYTES", 4096)
+    encode = ProtoEncoder(resource_proto(Resource.create({})), scope_proto()).encoder_for("logs")
+    requests = encode(build(*[session() for _ in range(50)]))
+    assert len(requests) > 1
+    assert sum(count for _, count in requests) == 50
+    assert all(len(payload) <= 4096 for payload, _ in requests)
