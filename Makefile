@@ -33,7 +33,7 @@ $(BPF_OBJECT): bpf/tcplife.bpf.c bpf/tcplife.h bpf/kernel_types.h bpf/build.py
 	$(PYTHON) bpf/build.py $@
 
 run: setup
-	$(VENV)/bin/otel-tcplife $(ARGS)
+	$(VENV)/bin/otel-tcplife --format ndjson $(ARGS)
 
 test: setup
 	$(VENV)/bin/pytest -ra $(ARGS)

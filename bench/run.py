@@ -165,12 +165,12 @@ def format_row(values: list) -> str:
 
 def row_values(mode: str, round_label: str, untraced: dict, traced: dict) -> list:
     storm, summary = traced["storm"], traced["summary"]
-    agent_sessions = summary["sessions_reported"]
+    agent_sessions = summary["sessions_observed"]
     return [
         mode, round_label,
         untraced["conn_per_s"], storm["conn_per_s"], storm["conn_per_s"] / untraced["conn_per_s"],
         storm["sessions"], traced["reported"], traced["other"],
-        summary["lost"], summary["untracked"],
+        summary["lost_in_kernel"], summary["untracked_in_kernel"],
         traced["agent_cpu_s"], 100 * traced["agent_cpu_s"] / storm["duration_s"],
         traced["agent_cpu_s"] / agent_sessions * 1000 if agent_sessions else float("nan"),
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -12,12 +11,14 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .abi import MAX_PORTS
-from .config import POLL_TIMEOUT_MS, STATS_CHECK_SECONDS, Config
+from .config import FORMATS, POLL_TIMEOUT_MS, STATS_CHECK_SECONDS, Config, DeliverySettings
 from .errors import TcplifeError, UsageError
-from .output.table import TableStyle, TableWriter
+from .otlp_config import SIGNALS, OtlpFlags
+from .otlp_config import resolve as resolve_otlp
+from .output.table import TableStyle
+from .pipeline import Pipeline
 from .probe import ATTACH_MODES, CoreProbe, ProbeSettings
 from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
-from .session import Decoder
 
 PROG = "otel-tcplife"
 
@@ -73,6 +74,31 @@ def ring_buffer_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: {exc}") from None
 
 
+def number(kind: type, minimum: float, inclusive: bool):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (not inclusive and value == minimum) or value != value:
+            bound = f">= {minimum}" if inclusive else f"> {minimum}"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number {bound}")
+        return value
+    return parse
+
+
+positive_int = number(int, 0, inclusive=False)
+positive_float = number(float, 0, inclusive=False)
+non_negative_float = number(float, 0, inclusive=True)
+
+
+def signal_list(text: str) -> tuple[str, ...]:
+    signals = tuple(dict.fromkeys(item.strip() for item in text.split(",")))
+    if not signals or any(s not in SIGNALS for s in signals):
+        raise argparse.ArgumentTypeError(f"invalid signals {text!r}: expected logs, traces or logs,traces")
+    return signals
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
@@ -96,8 +122,41 @@ def build_parser() -> ArgumentParser:
                         metavar="BYTES", help="kernel ring buffer size, a power of two (default %(default)s)")
     parser.add_argument("--attach", choices=ATTACH_MODES, default="auto",
                         help="how to attach to sock:inet_sock_set_state (default %(default)s)")
-    parser.add_argument("--summary", action="store_true",
-                        help="at exit, print a one-line JSON summary of counters on stderr")
+    out = parser.add_argument_group("output and export")
+    out.add_argument("--format", choices=FORMATS, default="table",
+                     help="stdout: the classic table, NDJSON (one object per session), OTLP/JSON "
+                          "LogsData lines, OTLP/JSON TracesData lines, or nothing (default %(default)s)")
+    out.add_argument("--otlp-endpoint", metavar="URL",
+                     help="export over OTLP/gRPC (http:// plain text, https:// TLS); "
+                          "default from OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT")
+    out.add_argument("--signals", type=signal_list, default=SIGNALS, metavar="LIST",
+                     help="what to export: logs,traces (default both)")
+    out.add_argument("--otlp-insecure", action="store_true", help="plain text even without an http:// scheme")
+    out.add_argument("--otlp-certificate", metavar="PEM", help="CA certificates to trust (default: system roots)")
+    out.add_argument("--otlp-client-key", metavar="PEM", help="client key for mTLS")
+    out.add_argument("--otlp-client-certificate", metavar="PEM", help="client certificate for mTLS")
+    out.add_argument("--otlp-headers-file", metavar="FILE",
+                     help="headers as key=value, comma or newline separated (added to OTEL_EXPORTER_OTLP_HEADERS)")
+    out.add_argument("--otlp-compression", choices=("gzip", "none"), help="default gzip")
+    out.add_argument("--otlp-timeout", type=positive_float, metavar="SECONDS", help="per request (default 10)")
+    out.add_argument("--queue-size", type=positive_int, default=DeliverySettings.queue_size, metavar="N",
+                     help="records per signal waiting for export; when full the oldest are dropped "
+                          "and counted (default %(default)s)")
+    out.add_argument("--batch-size", type=positive_int, default=DeliverySettings.batch_size, metavar="N",
+                     help="records per request (default %(default)s)")
+    out.add_argument("--flush-interval", type=positive_float, default=DeliverySettings.flush_interval,
+                     metavar="SECONDS", help="longest wait before a partial batch is sent (default %(default)s)")
+    out.add_argument("--max-in-flight", type=positive_int, default=DeliverySettings.max_in_flight, metavar="N",
+                     help="concurrent requests per signal (default %(default)s)")
+    out.add_argument("--retry-max-elapsed", type=non_negative_float, default=DeliverySettings.retry_max_elapsed,
+                     metavar="SECONDS", help="give up retrying a request after this; 0: never retry "
+                                             "(default %(default)s)")
+    out.add_argument("--shutdown-timeout", type=non_negative_float, default=DeliverySettings.shutdown_timeout,
+                     metavar="SECONDS", help="flush deadline at exit (default %(default)s)")
+    out.add_argument("--stats-interval", type=non_negative_float, default=0.0, metavar="SECONDS",
+                     help="print a JSON stats line on stderr this often (default: only at exit)")
+    out.add_argument("--summary", action="store_true",
+                     help="print the JSON stats line at exit in table mode too")
     parser.add_argument("--verbose", action="store_true", help="show libbpf messages and probe details")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -115,7 +174,23 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         verbose=args.verbose,
     )
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp)
-    return Config(probe=probe, table=table, summary=args.summary)
+    flags = OtlpFlags(
+        endpoint=args.otlp_endpoint, insecure=args.otlp_insecure, certificate=args.otlp_certificate,
+        client_key=args.otlp_client_key, client_certificate=args.otlp_client_certificate,
+        headers_file=args.otlp_headers_file, compression=args.otlp_compression, timeout=args.otlp_timeout,
+    )
+    otlp = {}
+    for signal in args.signals:
+        settings = resolve_otlp(flags, signal)
+        if settings is not None:
+            otlp[signal] = settings
+    delivery = DeliverySettings(
+        queue_size=args.queue_size, batch_size=args.batch_size, flush_interval=args.flush_interval,
+        max_in_flight=args.max_in_flight, retry_max_elapsed=args.retry_max_elapsed,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    return Config(probe=probe, table=table, format=args.format, otlp=otlp, delivery=delivery,
+                  stats_interval=args.stats_interval, summary=args.summary)
 
 
 def warn(message: str) -> None:
@@ -160,28 +235,35 @@ class LossReporter:
 
 def run(config: Config) -> int:
     stopper = Stopper()
-    writer = TableWriter(sys.stdout, config.table)
-    decoder = Decoder()
+    pipeline = Pipeline(config, sys.stdout)
     with CoreProbe(config.probe) as probe:
         for message in probe.warnings:
             warn(message)
-        if config.probe.verbose:
-            sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}\n")
+        if config.probe.verbose or config.format != "table":
+            # The classic table stays quiet; a shipper says once what it does.
+            exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
+            sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}; format {config.format}"
+                             f"{'; exporting ' + exports if exports else ''}\n")
+            sys.stderr.flush()
         losses = LossReporter(probe)
-        writer.write_header()
-        reported = 0
-        while not stopper.stopped:
-            records = probe.read(POLL_TIMEOUT_MS)
-            if records:
-                writer.write(decoder.decode(records))
-                reported += len(records)
-            losses.check()
-        records = probe.drain()
-        writer.write(decoder.decode(records))
-        reported += len(records)
-        losses.check(final=True)
-        if config.summary:
-            sys.stderr.write(json.dumps({"sessions_reported": reported, **losses.reported}) + "\n")
+        pipeline.stats.kernel = lambda: losses.reported
+        next_stats = time.monotonic() + config.stats_interval
+        pipeline.start()
+        try:
+            while not stopper.stopped:
+                records = probe.read(POLL_TIMEOUT_MS)
+                if records:
+                    pipeline.handle(records)
+                losses.check()
+                if config.stats_interval and time.monotonic() >= next_stats:
+                    next_stats += config.stats_interval
+                    sys.stderr.write(pipeline.stats.line())
+            pipeline.handle(probe.drain())
+            losses.check(final=True)
+        finally:
+            pipeline.shutdown()
+    if config.prints_summary:
+        sys.stderr.write(pipeline.stats.line())
     return 0
 
 

@@ -112,26 +112,51 @@ def ip(*args: str) -> None:
 
 
 class Agent:
-    """The real otel-tcplife process; started when its header line (tracing) appears."""
+    """The real otel-tcplife process, started once tracing has begun.
+
+    Ready is the table's header line on stdout, or in other formats the
+    agent's "tracing via ..." line on stderr.
+    """
 
     def __init__(self, *args: str, prefix: tuple[str, ...] = (),
                  command: tuple[str, ...] = (sys.executable, "-m", "otel_tcplife"),
-                 startup_timeout: float = 10) -> None:
+                 env: dict[str, str] | None = None, startup_timeout: float = 10) -> None:
         argv = [*prefix, *command, *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=None if env is None else {**os.environ, **env})
         self.pid = self.proc.pid
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.header = self.read_line(startup_timeout)
-        if self.header is None:
-            self.proc.wait(timeout=10)
-            raise AssertionError(f"agent did not start: {self.proc.stderr.read()}")
+        self.stderr_lines: list[str] = []
+        self._stderr_ready = threading.Event()
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for reader in self._readers:
+            reader.start()
+        table = "--format" not in args or args[list(args).index("--format") + 1] == "table"
+        if table:
+            self.header = self.read_line(startup_timeout)
+            ready = self.header is not None
+        else:
+            ready = self._stderr_ready.wait(startup_timeout) and self.proc.poll() is None
+        if not ready:
+            self.kill()
+            raise AssertionError(f"agent did not start: {self.stderr}")
 
-    def _read(self) -> None:
+    def _read_stdout(self) -> None:
         for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
+            self._lines.put(line.decode().rstrip("\n"))
         self._lines.put(None)
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.decode())
+            if "tracing via" in self.stderr_lines[-1]:
+                self._stderr_ready.set()
+        self._stderr_ready.set()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
 
     def read_line(self, timeout: float) -> str | None:
         """The next line on stdout while the agent runs (None at its end or on timeout)."""
@@ -140,25 +165,28 @@ class Agent:
         except queue.Empty:
             return None
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> tuple[int, list[str], str]:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> tuple[int, list[str], str]:
         """Signal the agent; return its exit status, remaining stdout lines and stderr."""
         self.proc.send_signal(sig)
         returncode = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout)
+        self._join()
         lines = []
         while (line := self._lines.get_nowait()) is not None:
             lines.append(line)
-        stderr = self.proc.stderr.read()
-        self._close_pipes()
-        return returncode, lines, stderr
+        return returncode, lines, self.stderr
+
+    def summary(self) -> dict:
+        """The JSON stats line the agent printed last on stderr."""
+        return json.loads([line for line in self.stderr_lines if line.startswith("{")][-1])
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(5)
-        self._close_pipes()
+        self._join()
 
-    def _close_pipes(self) -> None:
+    def _join(self) -> None:
+        for reader in self._readers:
+            reader.join(5)
         self.proc.stdout.close()
         self.proc.stderr.close()

@@ -35,7 +35,7 @@ def test_wheel_contains_the_bpf_object(wheel):
 def test_installed_wheel_traces_with_no_compiler_on_path(wheel, tmp_path, traffic):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", str(wheel)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True)
     server, port = traffic.server(name="tl-server")
     # No PATH at all: nothing is compiled or executed at run time.
     # The console script, not `python -m` (which would import from the cwd).

@@ -1,0 +1,98 @@
+"""The pipeline, composed in one place: raw events -> sessions -> outputs.
+
+    probe batch ─▶ Decoder ─▶ sessions ─▶ table (classic)
+                                       └▶ RecordBuilder ─▶ NDJSON | OTLP-JSON on stdout
+                                                        └▶ QueuedExporter per signal ─▶ OTLP/gRPC
+
+The reading thread only decodes, builds records and hands them on; OTLP
+encoding, sending and retrying run in the exporters' worker threads.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import BinaryIO, TextIO
+
+from .config import Config
+from .delivery import QueuedExporter, RetryPolicy
+from .output.ndjson import NdjsonEncoder
+from .output.otlp import OtlpGrpcSender
+from .output.otlp_json import OtlpJsonEncoder
+from .output.otlp_proto import ProtoEncoder
+from .output.table import TableWriter
+from .record import RecordBuilder
+from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
+from .session import Decoder
+from .stats import Stats
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"otel-tcplife: {message}\n")
+    sys.stderr.flush()
+
+
+class Pipeline:
+    def __init__(self, config: Config, stdout: TextIO) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.decoder = Decoder()
+        self.table = TableWriter(stdout, config.table) if config.format == "table" else None
+        self.stdout: BinaryIO = stdout.buffer
+        self.stdout_encoder = None
+        self.records = None
+        self.exporters: dict[str, QueuedExporter] = {}
+        self.senders: list[OtlpGrpcSender] = []
+        if config.format == "table" and not config.otlp:
+            return
+        self.records = RecordBuilder()
+        resource = build_resource()
+        if config.format == "ndjson":
+            self.stdout_encoder = NdjsonEncoder()
+        elif config.format in ("otlp-json", "otlp-json-traces"):
+            signal = "logs" if config.format == "otlp-json" else "traces"
+            self.stdout_encoder = OtlpJsonEncoder(resource_json(resource), scope_json(), signal)
+        if config.otlp:
+            protos = ProtoEncoder(resource_proto(resource), scope_proto())
+            d = config.delivery
+            for signal, settings in config.otlp.items():
+                sender = OtlpGrpcSender(settings, signal)
+                self.senders.append(sender)
+                self.exporters[signal] = QueuedExporter(
+                    signal, protos.encoder_for(signal), sender,
+                    queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
+                    max_in_flight=d.max_in_flight, timeout=settings.timeout,
+                    retry=RetryPolicy(max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
+                )
+                self.stats.exporters[signal] = self.exporters[signal].stats
+
+    def start(self) -> None:
+        if self.table:
+            self.table.write_header()
+        for exporter in self.exporters.values():
+            exporter.start()
+
+    def handle(self, raw: list[bytes]) -> None:
+        sessions = self.decoder.decode(raw)
+        self.stats.sessions_observed += len(sessions)
+        if self.table:
+            self.table.write(sessions)
+        if self.records is None:
+            return
+        records = self.records.build(sessions)
+        if self.stdout_encoder:
+            self.stdout.write(self.stdout_encoder.encode(records))
+            self.stdout.flush()
+        for exporter in self.exporters.values():
+            exporter.offer(records)
+
+    def shutdown(self) -> None:
+        """Flush the exporters within the deadline (in parallel), then close the channels."""
+        timeout = self.config.delivery.shutdown_timeout
+        threads = [threading.Thread(target=e.shutdown, args=(timeout,)) for e in self.exporters.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for sender in self.senders:
+            sender.close()

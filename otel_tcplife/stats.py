@@ -1,0 +1,31 @@
+"""Self-telemetry: what the agent saw, shipped and lost, as one JSON line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from .delivery import ExporterStats
+
+
+@dataclass
+class Stats:
+    sessions_observed: int = 0
+    kernel: Callable[[], dict[str, int]] = lambda: {"lost": 0, "untracked": 0}
+    exporters: dict[str, ExporterStats] = field(default_factory=dict)
+
+    def snapshot(self) -> dict:
+        kernel = self.kernel()
+        data: dict = {
+            "sessions_observed": self.sessions_observed,
+            "lost_in_kernel": kernel["lost"],
+            "untracked_in_kernel": kernel["untracked"],
+        }
+        for signal, stats in self.exporters.items():
+            data[signal] = stats.snapshot()
+        return data
+
+    def line(self) -> str:
+        return orjson.dumps(self.snapshot()).decode() + "\n"
