@@ -11,7 +11,16 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .abi import MAX_PORTS
-from .config import FORMATS, POLL_TIMEOUT_MS, STATS_CHECK_SECONDS, Config, DeliverySettings
+from .config import (
+    FORMATS,
+    POLL_TIMEOUT_MS,
+    SPOOL_FSYNC,
+    SPOOL_FULL_POLICIES,
+    STATS_CHECK_SECONDS,
+    Config,
+    DeliverySettings,
+    SpoolSettings,
+)
 from .errors import TcplifeError, UsageError
 from .otlp_config import SIGNALS, OtlpFlags
 from .otlp_config import resolve as resolve_otlp
@@ -153,6 +162,17 @@ def build_parser() -> ArgumentParser:
                                              "(default %(default)s)")
     out.add_argument("--shutdown-timeout", type=non_negative_float, default=DeliverySettings.shutdown_timeout,
                      metavar="SECONDS", help="flush deadline at exit (default %(default)s)")
+    out.add_argument("--spool-dir", metavar="DIR",
+                     help="persist every batch on disk until the collector acknowledged it (at-least-once "
+                          "across outages and restarts); the directory must be ours and not group/world-writable")
+    out.add_argument("--spool-max-bytes", type=positive_int, default=SpoolSettings.max_bytes, metavar="BYTES",
+                     help="disk the spool may use, over all signals (default %(default)s)")
+    out.add_argument("--spool-full-policy", choices=SPOOL_FULL_POLICIES, default=SpoolSettings.full_policy,
+                     help="when the spool is full: drop its oldest batches or the new ones; counted either way "
+                          "(default %(default)s)")
+    out.add_argument("--spool-fsync", choices=SPOOL_FSYNC, default=SpoolSettings.fsync,
+                     help="fsync after every write, at most once a second, or leave it to the OS "
+                          "(default %(default)s)")
     out.add_argument("--stats-interval", type=non_negative_float, default=0.0, metavar="SECONDS",
                      help="print a JSON stats line on stderr this often (default: only at exit)")
     out.add_argument("--summary", action="store_true",
@@ -189,7 +209,13 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         max_in_flight=args.max_in_flight, retry_max_elapsed=args.retry_max_elapsed,
         shutdown_timeout=args.shutdown_timeout,
     )
-    return Config(probe=probe, table=table, format=args.format, otlp=otlp, delivery=delivery,
+    spool = None
+    if args.spool_dir is not None:
+        if not otlp:
+            raise UsageError("--spool-dir needs an OTLP endpoint (--otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)")
+        spool = SpoolSettings(directory=args.spool_dir, max_bytes=args.spool_max_bytes,
+                              fsync=args.spool_fsync, full_policy=args.spool_full_policy)
+    return Config(probe=probe, table=table, format=args.format, otlp=otlp, delivery=delivery, spool=spool,
                   stats_interval=args.stats_interval, summary=args.summary)
 
 

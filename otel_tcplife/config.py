@@ -23,6 +23,20 @@ class DeliverySettings:
     shutdown_timeout: float = 5.0  # flush deadline on SIGINT/SIGTERM
 
 
+SPOOL_FSYNC = ("always", "interval", "never")
+SPOOL_FULL_POLICIES = ("drop_oldest", "drop_newest")
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """A persistent queue per exported signal, in <directory>/<signal>."""
+
+    directory: str
+    max_bytes: int = 1 << 30  # over all signals
+    fsync: str = "interval"  # always | interval (every second) | never
+    full_policy: str = "drop_oldest"
+
+
 @dataclass(frozen=True)
 class Config:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -30,6 +44,7 @@ class Config:
     format: str = "table"
     otlp: dict[str, OtlpSettings] = field(default_factory=dict)  # signal -> settings
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    spool: SpoolSettings | None = None
     stats_interval: float = 0.0  # seconds between JSON stats lines on stderr; 0: only at exit
     summary: bool = False  # JSON counters on stderr at exit, also in table mode
 

@@ -10,12 +10,14 @@ encoding, sending and retrying run in the exporters' worker threads.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import BinaryIO, TextIO
 
 from .config import Config
-from .delivery import QueuedExporter, RetryPolicy
+from .delivery import QueuedExporter, RetryPolicy, Spool, SpoolDirectoryError, check_directory
+from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
 from .output.otlp import OtlpGrpcSender
 from .output.otlp_json import OtlpJsonEncoder
@@ -56,6 +58,7 @@ class Pipeline:
             protos = ProtoEncoder(resource_proto(resource), scope_proto())
             d = config.delivery
             for signal, settings in config.otlp.items():
+                spool = self._open_spool(signal, len(config.otlp)) if config.spool else None
                 sender = OtlpGrpcSender(settings, signal)
                 self.senders.append(sender)
                 self.exporters[signal] = QueuedExporter(
@@ -63,8 +66,20 @@ class Pipeline:
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
                     retry=RetryPolicy(max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
+                    spool=spool,
                 )
                 self.stats.exporters[signal] = self.exporters[signal].stats
+
+    def _open_spool(self, signal: str, signals: int) -> Spool:
+        settings = self.config.spool
+        directory = os.path.join(settings.directory, signal)
+        try:
+            check_directory(settings.directory)
+            check_directory(directory)
+        except SpoolDirectoryError as exc:
+            raise UsageError(str(exc)) from None
+        return Spool(directory, max_bytes=settings.max_bytes // signals, fsync=settings.fsync,
+                     full_policy=settings.full_policy, log=lambda m: _log(f"{signal} spool: {m}"))
 
     def start(self) -> None:
         if self.table:

@@ -4,40 +4,67 @@ Modelled on the OpenTelemetry Collector's exporterhelper. The exporter knows not
 ships: `encode` turns a batch of items into requests, `send` pushes one request and classifies the
 outcome (returns a SendResult, or raises RetryableError / PermanentError). Everything else is here.
 
-Flow: offer() puts items in the queue without blocking. max_in_flight worker threads each loop:
-take up to max_batch items (waiting at most flush_interval) -> encode -> send_with_retry each
-request -> account. So up to max_in_flight requests are in flight, each retried on its own.
+Flow in memory (no spool): offer() puts items in the queue without blocking. max_in_flight worker
+threads each loop: take up to max_batch items (waiting at most flush_interval) -> encode ->
+send_with_retry each request -> account. So up to max_in_flight requests are in flight, each
+retried on its own.
+
+Flow with a Spool (a persistent queue on disk, see spool.py), as the Collector's persistent queue:
+offer() -> memory queue -> ONE spooler thread (take up to max_batch items -> encode -> spool.append
+each request) -> max_in_flight sender threads (spool.take() -> send_with_retry -> spool.ack). A
+request leaves the spool only once its fate is known (delivered, rejected, permanent error, retries
+exhausted); entries left at shutdown, and those of a crash, are sent by the next run (at least once).
+Fairness while a backlog drains: with max_in_flight > 1, sender 0 takes the NEWEST entry and the
+others the oldest, so live data keeps flowing (one request at a time) while the backlog drains
+oldest-first at a bounded rate: at most max_in_flight - 1 requests of backlog in flight. With
+max_in_flight == 1, delivery is strictly oldest-first and live data waits behind the backlog.
 
 Accounting invariant, exact once shutdown() has returned:
 
-    accepted == exported + rejected + dropped_queue_full + dropped_permanent
-                + dropped_retry_exhausted + dropped_shutdown
+    accepted + replayed == exported + rejected + dropped_queue_full + dropped_permanent
+                           + dropped_retry_exhausted + dropped_shutdown
+                           + dropped_spool_full + dropped_spool_io_error + spooled
 
-Every record offered is counted exactly once on the right-hand side; no record is lost silently.
-Until shutdown, the records still queued or in flight make up the difference. Log lines carry
-counts, reasons and server messages, never payload contents.
+`replayed` (records found in the spool at start), `dropped_spool_*` and `spooled` (records left in
+the spool at shutdown, to be sent by the next run: not lost) exist only with a spool. Every record is
+counted exactly once on the right-hand side; no record is lost silently. Until shutdown, the records
+still queued, in flight or in the spool make up the difference. A record delivered before a crash
+but not yet acked is sent again by the next run and counted there in `duplicated` (part of
+`replayed`). Log lines carry counts, reasons and server messages, never payload contents.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
 from .queue import BoundedQueue
+from .ratelimit import RateLimitedLog, stderr_log
 from .retry import RetryPolicy, send_with_retry
+from .spool import Entry, Spool
 
 T = TypeVar("T")
 
-LOG_INTERVAL = 10.0  # seconds between two warnings of the same kind
 SHUTDOWN_GRACE = 0.05  # after the deadline, how long workers get to notice the stop before we count
-_MAX_REASON = 300  # characters of a reason or server message kept in a log line
+
+# Spool.stats() keys -> ExporterStats.snapshot() keys.
+_SPOOL_KEYS = {
+    "records": "spool_records",  # gauge: records in the spool, in flight included
+    "bytes": "spool_bytes",  # gauge
+    "oldest_age_s": "spool_oldest_age_s",  # gauge
+    "replayed": "replayed",  # records found in the spool at start
+    "duplicated": "duplicated",  # of which possibly delivered already (dispatched before a crash)
+    "corrupted": "corrupted",  # damaged entries found (their records unknown, and lost)
+    "dropped_full": "dropped_spool_full",
+    "dropped_io_error": "dropped_spool_io_error",  # a write (disk full, read-only) or read-back failed
+    "write_errors": "spool_write_errors",  # failed writes and fsyncs
+}
 
 
 @dataclass
@@ -52,8 +79,10 @@ class ExporterStats:
     dropped_permanent: int = 0  # permanent error (e.g. INVALID_ARGUMENT), or encode/send crashed
     dropped_retry_exhausted: int = 0
     dropped_shutdown: int = 0  # offered after shutdown, or queued or in flight at the shutdown deadline
+    spooled: int = 0  # records left in the spool at shutdown, for the next run (with a spool only)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _queued: Callable[[], int] = field(default=lambda: 0, init=False, repr=False, compare=False)
+    _spool: Callable[[], dict] | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -64,69 +93,29 @@ class ExporterStats:
         """Where the `queued` gauge of snapshot() comes from (QueuedExporter binds its queue)."""
         self._queued = length
 
-    def snapshot(self) -> dict[str, int]:
-        """The counters, plus `queued` (a gauge) and `dropped` (the sum of the dropped_* counters)."""
+    def bind_spool(self, spool_stats: Callable[[], dict]) -> None:
+        """Where the spool figures of snapshot() come from (QueuedExporter binds its spool's stats)."""
+        self._spool = spool_stats
+
+    def snapshot(self) -> dict[str, int | float]:
+        """The counters, plus `queued` (a gauge) and `dropped` (the sum of the dropped_* counters).
+        With a spool bound, also `spooled` and the spool's figures (see _SPOOL_KEYS); without, neither."""
         with self._lock:
             counters = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         counters["queued"] = self._queued()
+        if self._spool is None:
+            del counters["spooled"]
+        else:
+            spool = self._spool()
+            counters.update({name: spool[key] for key, name in _SPOOL_KEYS.items()})
         counters["dropped"] = sum(v for k, v in counters.items() if k.startswith("dropped_"))
         return counters
-
-
-def _stderr_log(name: str) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        sys.stderr.write(f"otel-tcplife: {name}: {message}\n")
-        sys.stderr.flush()
-
-    return log
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_REASON else text[:_MAX_REASON] + "..."
 
 
 def _describe(error: Exception) -> str:
     """A loggable description: a SendError's reason is written by the sender for logs; the message of
     any other exception could quote the payload, so only its type is shown."""
     return str(error) if isinstance(error, SendError) else type(error).__name__
-
-
-class _RateLimitedLog:
-    """At most one line per kind of event every `interval` seconds.
-
-    What it holds back is not lost: the counts are summed into the next line of that kind, or written
-    by flush(). So the count in a line covers everything since the previous line of its kind.
-    """
-
-    def __init__(self, log: Callable[[str], None], interval: float = LOG_INTERVAL):
-        self._log = log
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._next_line: dict[str, float] = {}  # kind -> earliest time of its next line
-        self._held: dict[str, tuple[int, str, str]] = {}  # kind -> (count, what, detail) held back
-
-    def __call__(self, kind: str, count: int, what: str, detail: str = "") -> None:
-        """`what` is our own text with an {n} for the count; `detail` (a reason, a server message)
-        is appended as is, so it needs no escaping."""
-        now = time.monotonic()
-        with self._lock:
-            count += self._held.pop(kind, (0, "", ""))[0]
-            if now < self._next_line.get(kind, now):
-                self._held[kind] = (count, what, detail)
-                return
-            self._next_line[kind] = now + self._interval
-        self._log(self._line(count, what, detail))
-
-    def flush(self) -> None:
-        with self._lock:
-            held, self._held = self._held, {}
-        for count, what, detail in held.values():
-            self._log(self._line(count, what, detail))
-
-    @staticmethod
-    def _line(count: int, what: str, detail: str) -> str:
-        line = what.format(n=count)
-        return f"{line}: {_clip(detail)}" if detail else line
 
 
 class _InFlight:
@@ -174,9 +163,11 @@ class _InFlight:
             self._held.clear()
 
 
+
 class QueuedExporter(Generic[T]):
     """Delivers items through `encode` and `send` with a bounded queue, batching, retries,
-    max_in_flight concurrent requests, and a shutdown deadline. See the module docstring."""
+    max_in_flight concurrent requests, an optional spool on disk, and a shutdown deadline.
+    See the module docstring."""
 
     def __init__(
         self,
@@ -192,9 +183,11 @@ class QueuedExporter(Generic[T]):
         retry: RetryPolicy = RetryPolicy(),
         log: Callable[[str], None] | None = None,
         stats: ExporterStats | None = None,
+        spool: Spool | None = None,
     ):
         """encode(items) returns requests as (payload, record_count) pairs whose counts sum to
         len(items); it splits large batches itself. send(payload, timeout_seconds) pushes one request.
+        With a spool, payloads must be bytes, and the exporter closes the spool at shutdown.
         log defaults to lines "otel-tcplife: <name>: <message>" on stderr."""
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
@@ -209,8 +202,8 @@ class QueuedExporter(Generic[T]):
         self._max_in_flight = max_in_flight
         self._timeout = timeout
         self._retry = retry
-        self._log = log or _stderr_log(name)
-        self._warn = _RateLimitedLog(self._log)
+        self._log = log or stderr_log(name)
+        self._warn = RateLimitedLog(self._log)
         self._rng = random.Random()
 
         self._queue: BoundedQueue[T] = BoundedQueue(queue_capacity)
@@ -225,13 +218,41 @@ class QueuedExporter(Generic[T]):
         self._stop = threading.Event()  # set at the deadline: no new attempts, retry waits end
         self._workers: list[threading.Thread] = []
 
+        # With a spool (see _spool_work and _send_spooled).
+        self._spool = spool
+        if spool is not None:
+            self.stats.bind_spool(spool.stats)
+        # Orders spool appends and acks, and their counting, against shutdown taking stock: after
+        # that (`_settled`) nothing more is counted and the spool is closed.
+        self._account = threading.Lock()
+        self._settled = False
+        self._spooling = 0  # records the spooler took from the queue and has neither spooled nor counted
+        # Senders wait here for entries. `_appended` counts appends, so a sender waits only if nothing
+        # was appended since it last looked; `_spooler_done`: no more appends will come.
+        self._spool_ready = threading.Condition(threading.Lock())
+        self._appended = 0
+        self._spooler_done = False
+        self._spooler_started = False
+
     def start(self) -> None:
-        """Starts max_in_flight daemon worker threads (once)."""
+        """Starts the daemon worker threads (once): max_in_flight workers, plus a spooler with a spool."""
         with self._lock:
             if self._workers or self._closing:
                 return
-            for i in range(self._max_in_flight):
-                worker = threading.Thread(target=self._work, name=f"otel-tcplife-{self.name}-{i}", daemon=True)
+            if self._spool is None:
+                targets = [(self._work, ())] * self._max_in_flight
+            else:
+                self._log_replay()
+                self._spooler_started = True
+                worker = threading.Thread(target=self._spool_work, name=f"otel-tcplife-{self.name}-spooler",
+                                          daemon=True)
+                worker.start()
+                self._workers.append(worker)
+                # Sender 0 keeps live data flowing while the others drain a backlog (module docstring).
+                targets = [(self._send_spooled, ("newest" if i == 0 and self._max_in_flight > 1 else "oldest",))
+                           for i in range(self._max_in_flight)]
+            for i, (target, args) in enumerate(targets):
+                worker = threading.Thread(target=target, args=args, name=f"otel-tcplife-{self.name}-{i}", daemon=True)
                 worker.start()
                 self._workers.append(worker)
 
@@ -255,9 +276,12 @@ class QueuedExporter(Generic[T]):
     def shutdown(self, timeout: float) -> None:
         """Stops accepting and drains the queue, retrying only until now + timeout.
 
-        At that deadline the retry waits end and everything not delivered, queued or in flight, is
-        counted as dropped_shutdown. Returns by the deadline plus SHUTDOWN_GRACE, even if a sender
-        ignores its timeout (its late result is then not counted). Calling it again does nothing.
+        Without a spool, at that deadline the retry waits end and everything not delivered, queued or
+        in flight, is counted as dropped_shutdown. With a spool, the queue is flushed into the spool
+        first; at the deadline, what is not delivered stays in the spool (entries in flight are
+        released) and is counted as `spooled`; then the spool is closed.
+        Returns by the deadline plus SHUTDOWN_GRACE, even if a sender ignores its timeout (its late
+        result is then not counted). Calling it again does nothing.
         (A worker starved of CPU for longer than SHUTDOWN_GRACE between taking a batch and registering
         it counts that batch as dropped_shutdown itself when it resumes, so even then nothing is lost.)
         """
@@ -268,14 +292,11 @@ class QueuedExporter(Generic[T]):
             self._closing = True
             self._deadline = deadline
             self._queue.close()  # take() stops waiting; workers exit once it is empty
+        if self._spool is not None:
+            self._shutdown_spooled(deadline)
+            return
         dropped_before = self.stats.dropped_shutdown
-        for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
-        # Deadline (or drained): end retry waits, give senders a moment to notice, then take stock.
-        self._stop.set()
-        grace_end = time.monotonic() + SHUTDOWN_GRACE
-        for worker in self._workers:
-            worker.join(max(0.0, grace_end - time.monotonic()))
+        self._join_workers(deadline)
         self._in_flight.close()
         while leftover := self._queue.take(self._queue.capacity, 0):
             self.stats.add(dropped_shutdown=len(leftover))
@@ -284,7 +305,40 @@ class QueuedExporter(Generic[T]):
         if undelivered:
             self._log(f"shutdown: {undelivered} records not delivered by the deadline")
 
-    # Worker side.
+    def _join_workers(self, deadline: float) -> None:
+        """Waits for the workers until the deadline, then ends retry waits and gives them a moment."""
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        with self._spool_ready:
+            self._spool_ready.notify_all()
+        grace_end = time.monotonic() + SHUTDOWN_GRACE
+        for worker in self._workers:
+            worker.join(max(0.0, grace_end - time.monotonic()))
+
+    def _shutdown_spooled(self, deadline: float) -> None:
+        dropped_before = self.stats.dropped_shutdown
+        if not self._spooler_started:  # never started: flush the queue into the spool from here
+            self._spool_work()
+        self._join_workers(deadline)
+        with self._account:
+            # Take stock. A worker still busy (a sender ignoring its timeout) counts nothing from now on.
+            self._settled = True
+            dropped = self._spooling  # a spooler stuck in encode past the grace
+            self._spooling = 0
+            while leftover := self._queue.take(self._queue.capacity, 0):
+                dropped += len(leftover)
+            spooled = self._spool.stats()["records"]
+            self.stats.add(dropped_shutdown=dropped, spooled=spooled)
+            self._spool.close()
+        self._warn.flush()
+        undelivered = self.stats.dropped_shutdown - dropped_before
+        if undelivered:
+            self._log(f"shutdown: {undelivered} records not delivered by the deadline")
+        if spooled:
+            self._log(f"shutdown: {spooled} records left in the spool for the next start")
+
+    # Worker side, in memory.
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -300,8 +354,12 @@ class QueuedExporter(Generic[T]):
         if batch is None:
             return
         try:
-            for payload, count in self._encode_checked(batch, items):
-                self._send_request(batch, payload, count)
+            requests = self._encode_checked(items)
+            if requests is None:
+                self._in_flight.settle(batch, dropped_permanent=len(items))
+            for payload, count in requests or ():
+                counts = self._send_request(payload, count)
+                self._in_flight.settle(batch, **(counts or {"dropped_shutdown": count}))
         except Exception as error:  # a bug (perhaps in a log function): the worker must survive it
             self._log(f"unexpected {type(error).__name__} while delivering a batch")
         # Safety net: whatever the code above failed to account for is counted, not lost.
@@ -310,26 +368,113 @@ class QueuedExporter(Generic[T]):
             self.stats.add(dropped_permanent=unaccounted)
             self._log(f"dropped {unaccounted} records that were not accounted for (a bug)")
 
-    def _encode_checked(self, batch: int, items: list[T]) -> list[tuple[object, int]]:
-        """The requests for items; none (and the batch dropped) when encode fails or miscounts."""
+    # Worker side, with a spool.
+
+    def _log_replay(self) -> None:
+        spool = self._spool.stats()
+        if spool["replayed"]:
+            self._log(f"replaying {spool['replayed']} records from the spool "
+                      f"({spool['duplicated']} of them may have been delivered already)")
+
+    def _spool_work(self) -> None:
+        """The spooler: memory queue -> encode -> spool, until the queue is closed and empty."""
+        try:
+            while not self._stop.is_set():
+                items = self._queue.take(self._max_batch, self._flush_interval)
+                if items:
+                    self._spool_batch(items)
+                elif self._queue.closed and not len(self._queue):
+                    return
+        finally:
+            with self._spool_ready:
+                self._spooler_done = True
+                self._spool_ready.notify_all()
+
+    def _spool_batch(self, items: list[T]) -> None:
+        with self._account:
+            if self._settled:
+                self.stats.add(dropped_shutdown=len(items))
+                return
+            self._spooling = len(items)
+        try:
+            requests = self._encode_checked(items, need_bytes=True)
+            for payload, count in requests or ():
+                with self._account:
+                    if self._settled:
+                        return  # shutdown counted what we hold as dropped_shutdown
+                    self._spool.append(payload, count)  # the spool counts what it drops
+                    self._spooling -= count
+                with self._spool_ready:
+                    self._appended += 1
+                    self._spool_ready.notify()
+        except Exception as error:  # a bug: the spooler must survive it
+            self._log(f"unexpected {type(error).__name__} while spooling a batch")
+        finally:
+            with self._account:
+                # Encode failed (requests is None, already logged), or the code above has a bug.
+                if self._spooling and not self._settled:
+                    self.stats.add(dropped_permanent=self._spooling)
+                self._spooling = 0
+
+    def _send_spooled(self, prefer: Literal["oldest", "newest"]) -> None:
+        """A sender: spool.take(prefer) -> send -> ack, until the deadline or the spool is drained
+        after the spooler is done."""
+        while not self._stop.is_set():
+            with self._spool_ready:
+                appended, spooler_done = self._appended, self._spooler_done
+            entry = self._spool.take(prefer)
+            if entry is not None:
+                self._send_entry(entry)
+            elif spooler_done:
+                return  # no more appends will come, and nothing is left to take
+            else:
+                with self._spool_ready:
+                    if self._appended == appended and not self._spooler_done and not self._stop.is_set():
+                        self._spool_ready.wait(1.0)
+
+    def _send_entry(self, entry: Entry) -> None:
+        try:
+            counts = self._send_request(entry.payload, entry.count)
+        except Exception as error:  # a bug (perhaps in a log function): the sender must survive it
+            self._log(f"unexpected {type(error).__name__} while sending a request")
+            counts = {"dropped_permanent": entry.count}  # not retried: the bug would recur
+        with self._account:
+            if self._settled:
+                return  # too late to count: it stays in the spool, counted as spooled
+            if counts is None:  # cut short by shutdown: for the next run
+                self._spool.release(entry.id)
+            else:
+                self._spool.ack(entry.id)
+                self.stats.add(**counts)
+
+    # Encoding and sending, shared.
+
+    def _encode_checked(self, items: list[T], need_bytes: bool = False) -> list[tuple[object, int]] | None:
+        """The requests for items; None (logged) when encode fails or miscounts. The caller counts
+        the records of a None as dropped_permanent."""
         try:
             requests = self._encode(items)
             encoded = sum(count for _, count in requests)
         except Exception as error:  # a bug in encode: drop the batch but keep the worker alive
-            self._in_flight.settle(batch, dropped_permanent=len(items))
             self._warn("encode", len(items), "dropped {n} records: encode failed", _describe(error))
-            return []
+            return None
         if encoded != len(items):  # sending them would break the accounting invariant
-            self._in_flight.settle(batch, dropped_permanent=len(items))
             self._warn("encode", len(items), "dropped {n} records: encode failed",
                        f"requests for {encoded} of {len(items)} records")
-            return []
+            return None
+        if need_bytes:
+            for payload, _ in requests:
+                if not isinstance(payload, (bytes, bytearray, memoryview)):
+                    self._warn("encode", len(items), "dropped {n} records: encode failed",
+                               f"a payload is {type(payload).__name__}, not bytes (a spool needs bytes)")
+                    return None
         return requests
 
-    def _send_request(self, batch: int, payload: object, records: int) -> None:
+    def _send_request(self, payload: object, records: int) -> dict[str, int] | None:
+        """Sends one request, retrying; returns the counters its records go to (e.g. exported=97,
+        rejected=3), or None when shutdown cut it short before its fate was known."""
         if self._stop.is_set() or self._past_deadline():
-            self._in_flight.settle(batch, dropped_shutdown=records)
-            return
+            return None
         attempts = 0
 
         def attempt() -> SendResult:
@@ -347,21 +492,19 @@ class QueuedExporter(Generic[T]):
                                      on_retry=on_retry, rng=self._rng)
             rejected = min(max(result.rejected, 0), records)  # a send returning no SendResult is a bug
         except PermanentError as error:
-            self._in_flight.settle(batch, dropped_permanent=records)
             self._warn("permanent", records, "dropped {n} records: permanent error", error.reason)
+            return {"dropped_permanent": records}
         except RetryExhausted as error:
-            if error.cause == "max_elapsed":
-                self._in_flight.settle(batch, dropped_retry_exhausted=records)
-                self._warn("exhausted", records, "dropped {n} records: retries exhausted", error.last.reason)
-            else:  # shutdown cut the retries short; shutdown() reports the total
-                self._in_flight.settle(batch, dropped_shutdown=records)
+            if error.cause != "max_elapsed":
+                return None  # shutdown cut the retries short; shutdown() reports the total
+            self._warn("exhausted", records, "dropped {n} records: retries exhausted", error.last.reason)
+            return {"dropped_retry_exhausted": records}
         except Exception as error:  # a bug in send, or an unclassified error: never kill the worker
-            self._in_flight.settle(batch, dropped_permanent=records)
             self._warn("send", records, "dropped {n} records: send failed", _describe(error))
-        else:
-            self._in_flight.settle(batch, exported=records - rejected, rejected=rejected)
-            if rejected:
-                self._warn("partial", rejected, "server rejected {n} records (partial success)", result.message)
+            return {"dropped_permanent": records}
+        if rejected:
+            self._warn("partial", rejected, "server rejected {n} records (partial success)", result.message)
+        return {"exported": records - rejected, "rejected": rejected}
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline

@@ -1,0 +1,470 @@
+"""Spool: order, crash recovery (the Collector's reopen-without-close technique), damage, full policies,
+write errors through the fault-injection seam, fsync policies, and the directory checks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+
+import pytest
+
+from otel_tcplife.delivery import spool as spool_module
+from otel_tcplife.delivery.spool import HEADER_BYTES, Spool, SpoolDirectoryError, check_directory
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_spool(directory, logs=None, **options) -> Spool:
+    options.setdefault("max_bytes", 1 << 20)
+    options.setdefault("fsync", "never")
+    return Spool(str(directory), log=(logs.append if logs is not None else lambda line: None), **options)
+
+
+def payload(n: int, size: int = 20) -> bytes:
+    return f"entry-{n}:".encode().ljust(size, b".")
+
+
+def fill(spool: Spool, count: int, start: int = 0, size: int = 20) -> None:
+    for n in range(start, start + count):
+        assert spool.append(payload(n, size), n + 1) == 0
+
+
+def take_all(spool: Spool, prefer: str = "oldest") -> list:
+    return list(iter(lambda: spool.take(prefer), None))
+
+
+def segments(directory) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.endswith(".seg"))
+
+
+def entries_in(path) -> list:
+    """The valid entries of a segment file, as the spool's scanner sees them."""
+    data = path.read_bytes()
+    return spool_module._scan(data, int(os.path.basename(path)[:-4]), 2**64)[0]
+
+
+def test_entries_come_out_in_order_with_their_contents(tmp_path):
+    clock = Clock()
+    spool = open_spool(tmp_path, clock=clock)
+    fill(spool, 3)
+    clock.now += 2.5
+    first = spool.take()
+    assert (first.id, first.payload, first.count, first.replayed) == (0, payload(0), 1, False)
+    assert first.created_ns == 1_700_000_000 * 10**9
+    assert spool.take("newest").payload == payload(2)
+    assert spool.take().payload == payload(1)
+    assert spool.take() is None
+    s = spool.stats()
+    assert (s["records"], s["bytes"], s["oldest_age_s"]) == (6, 3 * (HEADER_BYTES + 20), 2.5)
+    spool.close()
+
+
+def test_ack_release_and_take_after_close(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    a, b = spool.take(), spool.take()
+    spool.release(b.id)
+    spool.release(b.id)  # not dispatched any more: ignored
+    spool.release(12345)
+    spool.ack(a.id)
+    spool.ack(a.id)  # already done: ignored
+    assert [e.id for e in take_all(spool)] == [1, 2]  # the released entry comes back, in order
+    assert spool.stats()["records"] == 2 + 3
+    spool.close()
+    assert spool.take() is None
+    spool.ack(1)  # ignored after close
+    with pytest.raises(ValueError):
+        spool.append(b"late", 1)
+    assert spool.stats()["records"] == 5  # still readable after close
+
+
+def test_crash_replays_what_was_not_acked_and_counts_possible_duplicates(tmp_path):
+    """The Collector's technique: a second spool over the same directory, the first never closed."""
+    first = open_spool(tmp_path, segment_bytes=3 * (HEADER_BYTES + 20))  # 3 entries a segment
+    fill(first, 10)
+    taken = [first.take() for _ in range(5)]  # ids 0..4
+    first.ack(taken[0].id)
+    first.ack(taken[2].id)
+    first.release(taken[3].id)  # given back: not a duplicate
+    # 1 and 4 are dispatched, never acked: they may have been delivered before the "kill -9".
+
+    second = open_spool(tmp_path, segment_bytes=3 * (HEADER_BYTES + 20))
+    replayed = take_all(second)
+    assert [e.id for e in replayed] == [1, 3, 4, 5, 6, 7, 8, 9]
+    assert all(e.payload == payload(e.id) and e.count == e.id + 1 and e.replayed for e in replayed)
+    s = second.stats()
+    assert s["replayed"] == sum(e.count for e in replayed)
+    assert s["duplicated"] == 2 + 5  # the counts of ids 1 and 4
+    assert s["corrupted"] == 0
+    # New entries continue after the old ids, in a new segment.
+    assert second.append(b"new", 1) == 0
+    assert second.take().id == 10
+    first._abandon()
+    second.close()
+
+
+def test_acked_entries_stay_done_across_crashes(tmp_path):
+    first = open_spool(tmp_path)
+    fill(first, 4)
+    for entry in take_all(first)[:2]:
+        first.ack(entry.id)
+    second = open_spool(tmp_path)  # crash
+    for entry in take_all(second):
+        second.ack(entry.id)
+    third = open_spool(tmp_path)  # crash again
+    assert third.take() is None
+    assert third.stats()["replayed"] == 0
+    for spool in (first, second):
+        spool._abandon()
+    third.close()
+
+
+def test_segments_rotate_and_are_deleted_once_all_their_entries_are_acked(tmp_path):
+    spool = open_spool(tmp_path, segment_bytes=2 * (HEADER_BYTES + 20))
+    fill(spool, 5)
+    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (0, 2, 4)]
+    assert [e.id for e in entries_in(tmp_path / segments(tmp_path)[1])] == [2, 3]
+    entries = take_all(spool)
+    spool.ack(entries[1].id)
+    spool.ack(entries[0].id)
+    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2, 4)]
+    assert "00000000000000000000.state" not in os.listdir(tmp_path)
+    spool.ack(entries[4].id)  # the segment being written is kept
+    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2, 4)]
+    spool.ack(entries[2].id)
+    spool.ack(entries[3].id)
+    spool.close()  # no longer written: deleted at close
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_flipped_byte_loses_that_entry_only_and_is_counted_once(tmp_path):
+    logs: list[str] = []
+    spool = open_spool(tmp_path)
+    fill(spool, 5)
+    spool.close()
+    path = tmp_path / segments(tmp_path)[0]
+    victim = entries_in(path)[2]
+    data = bytearray(path.read_bytes())
+    data[victim.offset + HEADER_BYTES + 3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    reopened = open_spool(tmp_path, logs)
+    assert [e.id for e in take_all(reopened)] == [0, 1, 3, 4]
+    assert reopened.stats()["corrupted"] == 1
+    assert logs == [f"found 1 damaged entries in {tmp_path}: their records are lost"]
+    reopened._abandon()
+    again = open_spool(tmp_path)  # the damage was marked done: not counted twice
+    assert (again.stats()["corrupted"], len(take_all(again))) == (0, 4)
+    again.close()
+
+
+def test_damage_to_an_acked_entry_loses_nothing(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    spool.ack(spool.take().id)
+    spool._abandon()
+    path = tmp_path / segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF  # the crc of entry 0
+    path.write_bytes(bytes(data))
+    reopened = open_spool(tmp_path)
+    assert reopened.stats()["corrupted"] == 0
+    assert [e.id for e in take_all(reopened)] == [1, 2]
+    reopened.close()
+
+
+@pytest.mark.parametrize("field_offset", [0, 4, 8, 12, 20])  # magic, length, crc, id, count
+def test_damage_to_any_header_field_is_found_and_resynced(tmp_path, field_offset):
+    spool = open_spool(tmp_path)
+    fill(spool, 4)
+    spool.close()
+    path = tmp_path / segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[entries_in(path)[1].offset + field_offset + 3] ^= 0xFF  # the length becomes huge, the id wrong...
+    path.write_bytes(bytes(data))
+    reopened = open_spool(tmp_path)
+    assert [e.id for e in take_all(reopened)] == [0, 2, 3]
+    assert reopened.stats()["corrupted"] == 1
+    reopened.close()
+
+
+def test_a_torn_last_entry_is_cut_off_and_counted(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    spool._abandon()
+    path = tmp_path / segments(tmp_path)[0]
+    size = path.stat().st_size
+    os.truncate(path, size - 7)  # a crash in the middle of writing entry 2
+    reopened = open_spool(tmp_path)
+    assert reopened.stats()["corrupted"] == 1
+    assert path.stat().st_size == 2 * (HEADER_BYTES + 20)
+    assert reopened.append(b"after", 1) == 0
+    assert [e.payload for e in take_all(reopened)] == [payload(0), payload(1), b"after"]
+    reopened._abandon()
+    again = open_spool(tmp_path)
+    assert (again.stats()["corrupted"], again.stats()["replayed"]) == (0, 1 + 2 + 1)
+    again.close()
+
+
+def test_garbage_files_and_state_logs_are_tolerated(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    spool.ack(spool.take().id)
+    spool.close()
+    state = tmp_path / "00000000000000000000.state"
+    state.write_bytes(b"\x00junk" + state.read_bytes() + b"A\x01\x02")  # garbage around, a torn mark
+    (tmp_path / "00000000000000000099.seg").write_bytes(os.urandom(300))  # a segment of garbage
+    (tmp_path / "00000000000000000042.state").write_bytes(b"orphan")  # its segment was deleted
+    (tmp_path / "notes.txt").write_bytes(b"not ours")
+    reopened = open_spool(tmp_path)
+    assert [e.id for e in take_all(reopened)] == [1, 2]
+    assert reopened.stats()["corrupted"] == 1  # the garbage segment: one damaged end
+    assert not (tmp_path / "00000000000000000042.state").exists()
+    assert not (tmp_path / "00000000000000000099.seg").exists()  # nothing live in it
+    assert (tmp_path / "notes.txt").exists()
+    assert reopened.append(b"new", 1) == 0
+    assert reopened.take().id == 100  # past every id seen, even in garbage-named files
+    reopened.close()
+
+
+def test_an_entry_damaged_after_open_is_counted_when_read_back(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    path = tmp_path / segments(tmp_path)[0]
+    with open(path, "r+b") as f:
+        f.seek(HEADER_BYTES + 5)
+        f.write(b"X")
+    assert [e.id for e in take_all(spool)] == [1, 2]
+    s = spool.stats()
+    assert (s["corrupted"], s["dropped_io_error"], s["records"]) == (1, 1, 2 + 3)
+    spool.close()
+
+
+def test_drop_oldest_evicts_whole_segments_not_in_flight(tmp_path):
+    entry = HEADER_BYTES + 20
+    spool = open_spool(tmp_path, max_bytes=8 * entry, segment_bytes=2 * entry)
+    fill(spool, 8)
+    in_flight = spool.take()  # pins the first segment
+    assert spool.append(payload(8), 9) == 3 + 4  # the second segment (ids 2, 3) made room
+    assert spool.append(payload(9), 10) == 0
+    assert spool.append(payload(10), 11) == 5 + 6
+    s = spool.stats()
+    assert s["dropped_full"] == 3 + 4 + 5 + 6 and s["bytes"] <= 8 * entry
+    assert [e.id for e in take_all(spool)] == [1, 6, 7, 8, 9, 10]
+    spool.ack(in_flight.id)
+    spool.close()
+
+
+def test_drop_oldest_drops_the_new_entry_when_everything_is_in_flight(tmp_path):
+    entry = HEADER_BYTES + 20
+    spool = open_spool(tmp_path, max_bytes=4 * entry, segment_bytes=entry)
+    fill(spool, 4)
+    take_all(spool)
+    assert spool.append(payload(4), 5) == 5
+    assert spool.stats()["dropped_full"] == 5
+    spool.close()
+
+
+def test_drop_newest_keeps_the_backlog(tmp_path):
+    logs: list[str] = []
+    entry = HEADER_BYTES + 20
+    spool = open_spool(tmp_path, logs, max_bytes=4 * entry, segment_bytes=entry, full_policy="drop_newest")
+    fill(spool, 4)
+    assert spool.append(payload(4), 5) == 5
+    assert spool.append(payload(5), 6) == 6
+    assert [e.id for e in take_all(spool)] == [0, 1, 2, 3]
+    assert spool.stats()["dropped_full"] == 11
+    assert logs == [f"spool full ({4 * entry} bytes): dropped 5 new records"]  # rate-limited
+    spool.close()
+    assert logs[-1] == f"spool full ({4 * entry} bytes): dropped 6 new records"  # what was held back
+
+
+def test_an_entry_larger_than_the_spool_is_dropped(tmp_path):
+    spool = open_spool(tmp_path, max_bytes=1000)
+    assert spool.append(b"x" * 1000, 7) == 7
+    assert spool.stats()["dropped_full"] == 7 and spool.take() is None
+    spool.close()
+
+
+def test_acked_space_is_reused_under_drop_newest(tmp_path):
+    entry = HEADER_BYTES + 20
+    spool = open_spool(tmp_path, max_bytes=4 * entry, segment_bytes=4 * entry, full_policy="drop_newest")
+    for n in range(20):  # one segment (max_bytes // 4 caps segment_bytes at one entry), always acked
+        assert spool.append(payload(n), 1) == 0
+        spool.ack(spool.take().id)
+    assert spool.stats()["dropped_full"] == 0
+    spool.close()
+
+
+def failing_write(error_number: int, after_bytes: int = 0):
+    def write_all(fd, data):
+        if after_bytes:
+            os.write(fd, data[:after_bytes])  # a partial write, then the disk is full
+        raise OSError(error_number, os.strerror(error_number))
+
+    return write_all
+
+
+@pytest.mark.parametrize("error_number, after_bytes", [(errno.ENOSPC, 0), (errno.ENOSPC, 10), (errno.EROFS, 0),
+                                                       (errno.EIO, 40)])
+def test_write_errors_drop_the_entry_and_are_counted_not_raised(tmp_path, monkeypatch, error_number, after_bytes):
+    logs: list[str] = []
+    spool = open_spool(tmp_path, logs)
+    fill(spool, 2)
+    monkeypatch.setattr(spool_module, "_write_all", failing_write(error_number, after_bytes))
+    assert spool.append(payload(2), 3) == 3
+    assert spool.append(payload(3), 4) == 4
+    monkeypatch.undo()
+    s = spool.stats()
+    assert (s["write_errors"], s["dropped_io_error"], s["records"]) == (2, 7, 1 + 2)
+    assert logs == [f"write error: dropped 3 records: {tmp_path / segments(tmp_path)[0]}: "
+                    f"{os.strerror(error_number)}"]
+    assert spool.append(payload(4), 5) == 0  # the disk has room again
+    spool._abandon()
+    reopened = open_spool(tmp_path)
+    assert [e.payload for e in take_all(reopened)] == [payload(0), payload(1), payload(4)]
+    assert reopened.stats()["corrupted"] == 0  # the partial entries were cut off
+    reopened.close()
+
+
+def test_a_read_only_directory_drops_new_segments(tmp_path, monkeypatch):
+    def read_only(path, flags):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    spool = open_spool(tmp_path)
+    monkeypatch.setattr(spool_module, "_open", read_only)
+    assert spool.append(b"x", 2) == 2
+    fill_failed = spool.stats()
+    assert (fill_failed["write_errors"], fill_failed["dropped_io_error"]) == (1, 2)
+    spool.close()
+
+
+def test_a_failed_state_mark_is_counted_and_the_entry_still_handed_out(tmp_path, monkeypatch):
+    spool = open_spool(tmp_path)
+    fill(spool, 1)
+    monkeypatch.setattr(spool_module, "_write_all", failing_write(errno.ENOSPC))
+    entry = spool.take()
+    assert entry.id == 0 and spool.stats()["write_errors"] == 1
+    spool.close()
+
+
+def test_fsync_always_syncs_every_append_and_mark(tmp_path, monkeypatch):
+    synced: list[int] = []
+    monkeypatch.setattr(spool_module, "_fsync", synced.append)
+    spool = open_spool(tmp_path, fsync="always")
+    for n in range(3):
+        before = len(synced)
+        spool.append(payload(n), 1)
+        assert len(synced) > before  # the segment (and the directory, for a new segment)
+    before = len(synced)
+    spool.ack(spool.take().id)
+    assert len(synced) >= before + 2  # the D and A marks
+    spool.close()
+
+
+@pytest.mark.parametrize("policy, interval, synced_before_close, synced_at_close", [
+    ("never", 0.0, False, False),
+    ("interval", 3600.0, False, True),  # nothing due before close(): it syncs what was written
+    ("interval", 0.0, True, False),  # due at every write: nothing left for close()
+])
+def test_fsync_interval_and_never(tmp_path, monkeypatch, policy, interval, synced_before_close, synced_at_close):
+    synced: list[int] = []
+    monkeypatch.setattr(spool_module, "_fsync", synced.append)
+    spool = open_spool(tmp_path, fsync=policy, fsync_interval=interval)
+    fill(spool, 3)
+    spool.take()
+    assert bool(synced) == synced_before_close
+    before = len(synced)
+    spool.close()
+    assert (len(synced) > before) == synced_at_close
+
+
+def test_concurrent_appends_and_takes_hand_out_each_entry_once(tmp_path):
+    spool = open_spool(tmp_path, segment_bytes=4096)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def produce(start):
+        for n in range(start, start + 200):
+            spool.append(payload(n), 1)
+
+    def consume():
+        for _ in range(300):
+            entry = spool.take(prefer="newest" if len(taken) % 2 else "oldest")
+            if entry is not None:
+                with lock:
+                    taken.append(entry.id)
+                spool.ack(entry.id)
+
+    threads = [threading.Thread(target=produce, args=(i * 200,)) for i in range(3)]
+    threads += [threading.Thread(target=consume) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    taken += [entry.id for entry in take_all(spool)]
+    assert sorted(taken) == list(range(600))
+    spool.close()
+
+
+def test_check_directory_creates_it_private(tmp_path):
+    path = tmp_path / "new" / "spool"
+    check_directory(str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_check_directory_refuses_a_world_writable_directory(tmp_path):
+    path = tmp_path / "open"
+    path.mkdir()
+    path.chmod(0o777)
+    with pytest.raises(SpoolDirectoryError, match=r"writable by group or others \(mode 0777\)"):
+        check_directory(str(path))
+    with pytest.raises(ValueError):  # a SpoolDirectoryError is a ValueError, so Spool() refuses it too
+        Spool(str(path), max_bytes=1000)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_check_directory_refuses_a_directory_of_another_user(tmp_path):
+    path = tmp_path / "theirs"
+    path.mkdir(mode=0o700)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(SpoolDirectoryError, match="owned by uid 65534") as raised:
+        check_directory(str(path))
+    assert "\n" not in str(raised.value)
+
+
+def test_check_directory_refuses_a_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(SpoolDirectoryError, match="is not a directory"):
+        check_directory(str(path))
+    with pytest.raises(SpoolDirectoryError, match="cannot create it"):
+        check_directory(str(path / "below"))
+
+
+def test_check_directory_refuses_a_directory_it_cannot_write(tmp_path, monkeypatch):
+    # chmod 0500 would not stop root: pretend instead, as on a read-only file system (access() says EROFS)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(SpoolDirectoryError, match="is not readable and writable"):
+        check_directory(str(tmp_path))
+
+
+def test_bad_options_are_refused(tmp_path):
+    for options in (dict(max_bytes=0), dict(max_bytes=100, fsync="sometimes"),
+                    dict(max_bytes=100, full_policy="drop_random")):
+        with pytest.raises(ValueError):
+            Spool(str(tmp_path), **options)
+    spool = open_spool(tmp_path)
+    with pytest.raises(TypeError):
+        spool.append("text", 1)
+    with pytest.raises(ValueError):
+        spool.take(prefer="random")
+    spool.close()
