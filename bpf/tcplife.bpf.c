@@ -33,7 +33,7 @@ enum {
 };
 #define STATE(s) (1u << (s))
 
-const volatile struct filter_config filter = {};
+const volatile struct probe_config config = {};
 
 /* What we remember about a live socket, keyed by its address. */
 struct sock_info {
@@ -156,17 +156,18 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 					 int oldstate)
 {
 	struct event *e;
+	__u64 flags;
 	__u16 sport, dport;
 	__u32 pid = info->pid;
 
 	if (!pid)
 		take_current_task(info, OWNER_NONE);
-	if (filter.pid && info->pid != filter.pid)
+	if (config.pid && info->pid != config.pid)
 		return;
 	/* At CLOSE skc_num is already zero: the local port is in inet_sport. */
 	sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (!port_allowed(filter.sports, sport) || !port_allowed(filter.dports, dport))
+	if (!port_allowed(config.sports, sport) || !port_allowed(config.dports, dport))
 		return;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -174,8 +175,8 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 		count(COUNTER_LOST);
 		return;
 	}
-	if (!read_addresses(sk, e) || (filter.family && e->family != filter.family)) {
-		bpf_ringbuf_discard(e, 0);
+	if (!read_addresses(sk, e) || (config.family && e->family != config.family)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
 	e->birth_ns = info->birth_ns;
@@ -190,7 +191,14 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 	e->oldstate = oldstate;
 	e->owner = info->owner;
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	/* Fewer wakeups, fewer context switches: the reader polls on a timer. */
+	if (!config.wakeup_bytes)
+		flags = 0;  /* the kernel's default: wake a reader that has caught up */
+	else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < config.wakeup_bytes)
+		flags = BPF_RB_NO_WAKEUP;
+	else
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)

@@ -50,12 +50,15 @@ struct event {
 	char comm[TASK_COMM_LEN];
 };
 
-/* Filters, written into .rodata before load. Zero means "off". */
-struct filter_config {
+/* Settings written into .rodata before load. Zero means "off" for filters. */
+struct probe_config {
 	__u32 pid;
 	__u32 family;                /* 0, 4 or 6 */
 	__u16 sports[MAX_PORTS];     /* local ports, zero-terminated */
 	__u16 dports[MAX_PORTS];     /* remote ports, zero-terminated */
+	/* Wake the reader only once this many bytes wait in the ring buffer (0: on
+	 * every event); the reader also polls on a timer, so latency stays bounded. */
+	__u32 wakeup_bytes;
 };
 
 #endif /* __TCPLIFE_H */

@@ -38,14 +38,15 @@ EVENT_FIELDS = (
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 
-# struct filter_config
-FILTER_FIELDS = (
+# struct probe_config
+PROBE_CONFIG_FIELDS = (
     ("pid", "I"),
     ("family", "I"),
     ("sports", f"{MAX_PORTS}H"),
     ("dports", f"{MAX_PORTS}H"),
+    ("wakeup_bytes", "I"),
 )
-FILTER = struct.Struct("<" + "".join(code for _, code in FILTER_FIELDS))
+PROBE_CONFIG = struct.Struct("<" + "".join(code for _, code in PROBE_CONFIG_FIELDS))
 
 
 def field_offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
@@ -59,9 +60,10 @@ def field_offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, i
     return result
 
 
-def pack_filter(pid: int, family: int, sports: tuple[int, ...], dports: tuple[int, ...]) -> bytes:
-    """The bytes of struct filter_config; zero means "off", port lists zero-terminated."""
+def pack_config(pid: int, family: int, sports: tuple[int, ...], dports: tuple[int, ...],
+                wakeup_bytes: int = 0) -> bytes:
+    """The bytes of struct probe_config; zero means "off", port lists zero-terminated."""
     if len(sports) > MAX_PORTS or len(dports) > MAX_PORTS:
         raise ValueError(f"at most {MAX_PORTS} ports per list")
     pad = lambda ports: tuple(ports) + (0,) * (MAX_PORTS - len(ports))  # noqa: E731
-    return FILTER.pack(pid, family, *pad(sports), *pad(dports))
+    return PROBE_CONFIG.pack(pid, family, *pad(sports), *pad(dports), wakeup_bytes)

@@ -13,7 +13,6 @@ from . import __version__
 from .abi import MAX_PORTS
 from .config import (
     FORMATS,
-    POLL_TIMEOUT_MS,
     SPOOL_FSYNC,
     SPOOL_FULL_POLICIES,
     STATS_CHECK_SECONDS,
@@ -129,6 +128,9 @@ def build_parser() -> ArgumentParser:
     family.add_argument("-6", "--ipv6", action="store_true", help="trace IPv6 family only")
     parser.add_argument("--ring-buffer-size", type=ring_buffer_size, default=DEFAULT_RING_BUFFER_BYTES,
                         metavar="BYTES", help="kernel ring buffer size, a power of two (default %(default)s)")
+    parser.add_argument("--poll-interval", type=non_negative_float, default=0.1, metavar="SECONDS",
+                        help="read the kernel's ring buffer this often, and on demand when it is a quarter "
+                             "full; 0: woken by every event, as the classic tool (default %(default)s)")
     parser.add_argument("--attach", choices=ATTACH_MODES, default="auto",
                         help="how to attach to sock:inet_sock_set_state (default %(default)s)")
     out = parser.add_argument_group("output and export")
@@ -190,6 +192,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         local_ports=args.localport,
         remote_ports=args.remoteport,
         ring_buffer_bytes=args.ring_buffer_size,
+        poll_interval=args.poll_interval,
         attach=args.attach,
         verbose=args.verbose,
     )
@@ -277,7 +280,7 @@ def run(config: Config) -> int:
         pipeline.start()
         try:
             while not stopper.stopped:
-                records = probe.read(POLL_TIMEOUT_MS)
+                records = probe.read()
                 if records:
                     pipeline.handle(records)
                 losses.check()

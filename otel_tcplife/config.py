@@ -9,7 +9,6 @@ from .output.table import TableStyle
 from .probe import ProbeSettings
 
 STATS_CHECK_SECONDS = 1.0  # how often kernel-side loss counters are read
-POLL_TIMEOUT_MS = 100
 FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "none")
 
 

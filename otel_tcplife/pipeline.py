@@ -87,8 +87,8 @@ class Pipeline:
         for exporter in self.exporters.values():
             exporter.start()
 
-    def handle(self, raw: list[bytes]) -> None:
-        sessions = self.decoder.decode(raw)
+    def handle(self, events: list[tuple]) -> None:
+        sessions = self.decoder.decode(events)
         self.stats.sessions_observed += len(sessions)
         if self.table:
             self.table.write(sessions)

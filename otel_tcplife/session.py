@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from typing import NamedTuple
 
-from . import abi
 
 
 class Session(NamedTuple):
@@ -35,6 +34,7 @@ class Decoder:
 
     def __init__(self) -> None:
         self._addresses: dict[tuple[int, bytes], str] = {}
+        self._comms: dict[bytes, str] = {}
 
     def address(self, family: int, raw: bytes) -> str:
         key = (family, raw)
@@ -49,17 +49,20 @@ class Decoder:
             self._addresses[key] = text
         return text
 
-    def decode(self, records: list[bytes]) -> list[Session]:
-        unpack = abi.EVENT.unpack
-        size = abi.EVENT.size
+    def decode(self, events: list[tuple]) -> list[Session]:
+        """abi.EVENT tuples (as the probe reads them) -> Sessions."""
         address = self.address
+        comms = self._comms
         sessions = []
-        for record in records:
-            (birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role,
-             oldstate, owner, comm) = unpack(record[:size])
+        for (birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role,
+             oldstate, owner, comm) in events:
+            name = comms.get(comm)
+            if name is None:
+                if len(comms) > 65536:
+                    comms.clear()
+                name = comms[comm] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
             sessions.append(Session(
-                pid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), family,
-                address(family, saddr), sport, address(family, daddr), dport,
+                pid, name, family, address(family, saddr), sport, address(family, daddr), dport,
                 tx, rx, birth, close, role, error, oldstate, owner,
             ))
         return sessions

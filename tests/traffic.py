@@ -97,6 +97,7 @@ def server(args: argparse.Namespace) -> None:
             emit(event="error", error=str(exc))
             conn.close()
     listener.close()
+    time.sleep(args.linger_ms / 1000)  # let readers of /proc/PID find us
     emit(event="done")
 
 
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--recv", type=int, default=0)
     parser.add_argument("--close", choices=("client", "server", "rst-client", "rst-server"), default="client")
     parser.add_argument("--hold-ms", type=int, default=0, help="pause before closing")
+    parser.add_argument("--linger-ms", type=int, default=0, help="server: pause before exiting")
     parser.add_argument("--syn-timeout-ms", type=int, default=0, help="give up connecting after this")
     args = parser.parse_args()
     set_name(args.name)

@@ -16,7 +16,8 @@ from importlib import resources
 from .. import abi
 from ..errors import LibbpfError, ProbeError
 from . import preflight
-from .libbpf import RING_BUFFER_SAMPLE_FN, Libbpf
+from .libbpf import Libbpf
+from .ring import RingReader
 
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
@@ -50,6 +51,9 @@ class ProbeSettings:
     local_ports: tuple[int, ...] = ()
     remote_ports: tuple[int, ...] = ()
     ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
+    # > 0: the reader polls this often (seconds) and the kernel wakes it only when
+    # the ring buffer is a quarter full; 0: the kernel wakes it for every event.
+    poll_interval: float = 0.1
     attach: str = "auto"
     verbose: bool = False
 
@@ -62,8 +66,7 @@ class CoreProbe:
         self.attach_mode = ""
         self.warnings: list[str] = []
         self._stack = ExitStack()
-        self._batch: list[bytes] = []
-        self._ring = None
+        self._ring: RingReader | None = None
         self._counters_fd = -1
 
     # -- setup -------------------------------------------------------------
@@ -109,10 +112,12 @@ class CoreProbe:
                 self.warnings.append(f"{exc}: accepted sessions are attributed to the task that closes them")
 
         self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
-        self._sample_fn = RING_BUFFER_SAMPLE_FN(self._on_sample)  # keep alive: libbpf calls it
         events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))
-        self._ring = lib.check_ptr("opening ring buffer", lib.lib.ring_buffer__new(events_fd, self._sample_fn, None, None))
-        self._stack.callback(lib.lib.ring_buffer__free, self._ring)
+        try:
+            self._ring = RingReader(events_fd, self.settings.ring_buffer_bytes)
+        except OSError as exc:
+            raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
+        self._stack.callback(self._ring.close)
 
     def _attach(self, obj: int, name: str) -> None:
         lib = self.libbpf
@@ -121,37 +126,25 @@ class CoreProbe:
 
     def _write_filter(self, obj: int) -> None:
         s = self.settings
-        data = abi.pack_filter(s.pid, s.family, s.local_ports, s.remote_ports)
+        wakeup_bytes = s.ring_buffer_bytes // 4 if s.poll_interval > 0 else 0
+        data = abi.pack_config(s.pid, s.family, s.local_ports, s.remote_ports, wakeup_bytes)
         rodata = self.libbpf.find_map(obj, ".rodata")
         ptr, size = self.libbpf.map_initial_value(rodata, "reading .rodata")
         if size < len(data):
-            raise ProbeError(f".rodata is {size} bytes, smaller than struct filter_config ({len(data)})")
-        # `filter` is the only variable in .rodata, at offset 0 (checked by tests).
+            raise ProbeError(f".rodata is {size} bytes, smaller than struct probe_config ({len(data)})")
+        # `config` is the only variable in .rodata, at offset 0 (checked by tests).
         ctypes.memmove(ptr, data, len(data))
 
     # -- reading -----------------------------------------------------------
 
-    def _on_sample(self, _ctx: int, data: int, size: int) -> int:
-        self._batch.append(ctypes.string_at(data, size))
-        return 0
+    def read(self, timeout: float | None = None) -> list[tuple]:
+        """Every event available (abi.EVENT tuples), waiting up to timeout seconds
+        (default: the poll interval) when there is none."""
+        return self._ring.read(self.settings.poll_interval or 0.1 if timeout is None else timeout)
 
-    def read(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to timeout_ms for events; return every event available."""
-        ret = self.libbpf.lib.ring_buffer__poll(self._ring, timeout_ms)
-        if ret < 0 and ret != -errno.EINTR:
-            raise LibbpfError("reading ring buffer", -ret)
-        return self._take_batch()
-
-    def drain(self) -> list[bytes]:
+    def drain(self) -> list[tuple]:
         """Every event already in the ring buffer, without waiting."""
-        ret = self.libbpf.lib.ring_buffer__consume(self._ring)
-        if ret < 0 and ret != -errno.EINTR:
-            raise LibbpfError("reading ring buffer", -ret)
-        return self._take_batch()
-
-    def _take_batch(self) -> list[bytes]:
-        batch, self._batch = self._batch, []
-        return batch
+        return self._ring.read(0)
 
     def counters(self) -> dict[str, int]:
         read = lambda index: self.libbpf.lookup_percpu_u64(self._counters_fd, index)  # noqa: E731

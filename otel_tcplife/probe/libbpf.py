@@ -20,7 +20,6 @@ LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so")
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-RING_BUFFER_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 _SIGNATURES = {
     # name: (restype, argtypes)
@@ -38,10 +37,6 @@ _SIGNATURES = {
     "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_link__destroy": (c_int, [c_void_p]),
-    "ring_buffer__new": (c_void_p, [c_int, RING_BUFFER_SAMPLE_FN, c_void_p, c_void_p]),
-    "ring_buffer__poll": (c_int, [c_void_p, c_int]),
-    "ring_buffer__consume": (c_int, [c_void_p]),
-    "ring_buffer__free": (None, [c_void_p]),
 }
 
 

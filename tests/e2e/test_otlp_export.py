@@ -36,7 +36,9 @@ def attrs(item) -> dict:
 
 def test_every_field_of_logs_and_spans_against_ground_truth(traffic, start_agent, receiver):
     env = {"OTEL_SERVICE_NAME": "edge-probe", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test,team=sre"}
-    server, port = traffic.server(name="tl-server", count=3, recv=100000, send=200000, close="server")
+    # The server outlives the agent's next read, so its /proc/PID/exe is there to see.
+    server, port = traffic.server(name="tl-server", count=3, recv=100000, send=200000, close="server",
+                                  linger_ms=1000)
     agent = start_exporting(start_agent, receiver.endpoint, port, env=env)
     before = time.time_ns()
     client = traffic.client(name="tl-client", port=port, count=3, send=100000, recv=200000, close="server")

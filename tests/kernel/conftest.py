@@ -32,7 +32,7 @@ class Collector:
     def _run(self) -> None:
         decoder = Decoder()
         while not self._stop.is_set():
-            batch = decoder.decode(self.probe.read(20))
+            batch = decoder.decode(self.probe.read(0.02))
             if batch:
                 with self._lock:
                     self.sessions.extend(batch)

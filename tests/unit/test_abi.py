@@ -45,7 +45,7 @@ def struct_layout(types: dict, name: str) -> tuple[int, dict[str, tuple[int, int
 
 @pytest.mark.parametrize("name,fields,packed", [
     ("event", abi.EVENT_FIELDS, abi.EVENT),
-    ("filter_config", abi.FILTER_FIELDS, abi.FILTER),
+    ("probe_config", abi.PROBE_CONFIG_FIELDS, abi.PROBE_CONFIG),
 ])
 def test_python_mirror_matches_btf(btf, name, fields, packed):
     size, members = struct_layout(btf, name)
@@ -54,10 +54,10 @@ def test_python_mirror_matches_btf(btf, name, fields, packed):
     assert [n for n, _ in fields] == list(members)
 
 
-def test_filter_is_the_only_variable_in_rodata_at_offset_zero(btf):
+def test_config_is_the_only_variable_in_rodata_at_offset_zero(btf):
     (rodata,) = [t for t in btf.values() if t["kind"] == "DATASEC" and t["name"] == ".rodata"]
     variables = [(btf[v["type_id"]]["name"], v["offset"]) for v in rodata["vars"]]
-    assert variables == [("filter", 0)]
+    assert variables == [("config", 0)]
 
 
 def header_constant(name: str) -> int:
@@ -74,10 +74,11 @@ def test_constants_match_the_header(name):
     assert getattr(abi, name) == header_constant(name)
 
 
-def test_pack_filter_zero_terminates_and_refuses_to_truncate():
-    data = abi.pack_filter(42, 4, (80, 443), ())
-    values = abi.FILTER.unpack(data)
+def test_pack_config_zero_terminates_and_refuses_to_truncate():
+    data = abi.pack_config(42, 4, (80, 443), (), wakeup_bytes=4096)
+    values = abi.PROBE_CONFIG.unpack(data)
     assert values[:2] == (42, 4)
     assert values[2:2 + abi.MAX_PORTS] == (80, 443) + (0,) * (abi.MAX_PORTS - 2)
+    assert values[-1] == 4096
     with pytest.raises(ValueError):
-        abi.pack_filter(0, 0, tuple(range(1, abi.MAX_PORTS + 2)), ())
+        abi.pack_config(0, 0, tuple(range(1, abi.MAX_PORTS + 2)), ())

@@ -1,0 +1,82 @@
+"""A BPF ring buffer read straight from its mmap-ed pages, a batch at a time.
+
+Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write
+it), page 1 the producer position; the data pages follow, mapped twice in a
+row so a record that wraps around is still contiguous. Each record is an
+8-byte header (length with BUSY and DISCARD bits, page offset) and the
+sample, padded to 8 bytes. Records are committed in any order but consumed
+in order: reading stops at the first one still BUSY.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import struct
+
+from .. import abi
+
+BUSY_BIT = 1 << 31
+DISCARD_BIT = 1 << 30
+HEADER_SIZE = 8
+RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
+# One struct per record: header skipped by pad bytes, then the event fields.
+RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
+                       + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
+U64 = struct.Struct("<Q")
+
+
+class RingReader:
+    def __init__(self, map_fd: int, data_size: int) -> None:
+        page = mmap.PAGESIZE
+        self._mask = data_size - 1
+        self._data_start = page  # data follows the producer page in the second mapping
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._producer = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ,
+                                   offset=page)
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN)
+
+    def read(self, timeout: float) -> list[tuple]:
+        """Event tuples (abi.EVENT field order) available now, or after waiting up to timeout."""
+        consumer = U64.unpack_from(self._consumer)[0]
+        producer = U64.unpack_from(self._producer)[0]
+        if consumer == producer and timeout > 0:
+            try:
+                self._epoll.poll(timeout)
+            except InterruptedError:
+                pass
+            producer = U64.unpack_from(self._producer)[0]
+        if consumer == producer:
+            return []
+        start = self._data_start + (consumer & self._mask)
+        chunk = self._producer[start:start + producer - consumer]
+        events, consumed = self._parse(chunk)
+        # Release the space: the producer may reuse it from now on.
+        U64.pack_into(self._consumer, 0, consumer + consumed)
+        return events
+
+    @staticmethod
+    def _parse(chunk: bytes) -> tuple[list[tuple], int]:
+        if len(chunk) % RECORD_SIZE == 0:
+            lengths = memoryview(chunk).cast("I")[::RECORD_SIZE // 4].tolist()
+            if lengths.count(abi.EVENT.size) == len(lengths):  # all committed, none discarded
+                return list(RECORD.iter_unpack(chunk)), len(chunk)
+        events = []
+        pos = 0
+        while pos + HEADER_SIZE <= len(chunk):
+            length = struct.unpack_from("<I", chunk, pos)[0]
+            if length & BUSY_BIT:
+                break
+            size = length & ~(BUSY_BIT | DISCARD_BIT)
+            if not length & DISCARD_BIT:
+                if size != abi.EVENT.size:
+                    raise ValueError(f"ring buffer record of {size} bytes, expected {abi.EVENT.size}")
+                events.append(abi.EVENT.unpack_from(chunk, pos + HEADER_SIZE))
+            pos += (HEADER_SIZE + size + 7) & ~7
+        return events, pos
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._consumer.close()
+        self._producer.close()
