@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -278,6 +279,11 @@ def run(config: Config) -> int:
         pipeline.stats.kernel = lambda: losses.reported
         next_stats = time.monotonic() + config.stats_interval
         pipeline.start()
+        # Each session makes a few short-lived tuples that reference counting
+        # frees; frequent cyclic collections would only rescan the long-lived
+        # objects. Collect rarely, and never rescan what start-up built.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         try:
             while not stopper.stopped:
                 records = probe.read()

@@ -31,6 +31,7 @@ ROLES = {
 
 
 class SessionRecord(NamedTuple):
+    session: Session
     trace_id: bytes  # 16 random bytes: every session is a root span
     span_id: bytes  # 8 random bytes
     start_ns: int  # birth, Unix ns
@@ -38,7 +39,6 @@ class SessionRecord(NamedTuple):
     observed_ns: int  # when the agent read it, Unix ns
     name: str  # span name
     kind: int  # span kind
-    body: str  # log body, one display line
     error_type: str  # errno name for failed connects and resets, else ""
     attributes: tuple[tuple[str, object], ...]
 
@@ -57,58 +57,70 @@ def endpoint(address: str, port: int, family: int) -> str:
     return f"[{address}]:{port}" if family == 6 else f"{address}:{port}"
 
 
+def log_body(r: SessionRecord) -> str:
+    """The log record's one display line: `comm client -> server tx= rx= ms [error]`."""
+    s = r.session
+    local, peer = (s.laddr, s.lport, s.family), (s.raddr, s.rport, s.family)
+    client, server = (peer, local) if r.kind == KIND_SERVER else (local, peer)
+    body = (f"{s.comm} {endpoint(*client)} -> {endpoint(*server)} "
+            f"tx={format_bytes(s.tx_bytes)} rx={format_bytes(s.rx_bytes)} {(s.close_ns - s.birth_ns) / 1e6:.2f}ms")
+    return f"{body} {r.error_type}" if r.error_type else body
+
+
+TRANSPORT = ("network.transport", "tcp")
+NETWORK_TYPE = {4: ("network.type", "ipv4"), 6: ("network.type", "ipv6")}
+ROLE_ATTRIBUTE = {kind: ("tcplife.role", role) for name, kind, role in ROLES.values()}
+PROCESS_CACHE_LIMIT = 8192
+
+
 class RecordBuilder:
     def __init__(self, clock: WallClock | None = None, names: ProcessNames | None = None) -> None:
         self.clock = clock or WallClock()
         self.names = names or ProcessNames()
+        self._process: dict[tuple[int, str], tuple[tuple[str, object], ...]] = {}
+
+    def _process_attributes(self, pid: int, comm: str) -> tuple[tuple[str, object], ...]:
+        key = (pid, comm)
+        attributes = self._process.get(key)
+        if attributes is None:
+            if len(self._process) >= PROCESS_CACHE_LIMIT:
+                self._process.clear()
+            attributes = self._process[key] = (
+                ("process.pid", pid),
+                ("process.executable.name", self.names.executable_name(pid, comm)),
+                ("thread.name", comm),
+            )
+        return attributes
 
     def build(self, sessions: Sequence[Session]) -> list[SessionRecord]:
         offset = self.clock.offset()
         observed = time.time_ns()
         ids = os.urandom(24 * len(sessions))
-        executable_name = self.names.executable_name
+        process_attributes = self._process_attributes
+        roles = ROLES
         records = []
         for i, s in enumerate(sessions):
-            name, kind, role = ROLES.get(s.role, ROLES[abi.ROLE_UNKNOWN])
-            duration_ms = (s.close_ns - s.birth_ns) / 1e6
-            local, peer = (s.laddr, s.lport), (s.raddr, s.rport)
-            attributes: list[tuple[str, object]] = [
-                ("network.transport", "tcp"),
-                ("network.type", "ipv4" if s.family == 4 else "ipv6"),
-                ("network.local.address", s.laddr),
-                ("network.local.port", s.lport),
-                ("network.peer.address", s.raddr),
-                ("network.peer.port", s.rport),
-            ]
-            if kind != KIND_INTERNAL:
-                client, server = (local, peer) if kind == KIND_CLIENT else (peer, local)
-                attributes += [
-                    ("client.address", client[0]),
-                    ("client.port", client[1]),
-                    ("server.address", server[0]),
-                    ("server.port", server[1]),
-                ]
-            else:
-                client, server = local, peer
-            attributes += [
-                ("process.pid", s.pid),
-                ("process.executable.name", executable_name(s.pid, s.comm)),
-                ("thread.name", s.comm),
-                ("tcplife.role", role),
+            name, kind, _ = roles.get(s.role) or roles[abi.ROLE_UNKNOWN]
+            la, lp, ra, rp = s.laddr, s.lport, s.raddr, s.rport
+            network = (TRANSPORT, NETWORK_TYPE[s.family], ("network.local.address", la), ("network.local.port", lp),
+                       ("network.peer.address", ra), ("network.peer.port", rp))
+            if kind == KIND_CLIENT:
+                network += (("client.address", la), ("client.port", lp), ("server.address", ra), ("server.port", rp))
+            elif kind == KIND_SERVER:
+                network += (("client.address", ra), ("client.port", rp), ("server.address", la), ("server.port", lp))
+            attributes = network + process_attributes(s.pid, s.comm) + (
+                ROLE_ATTRIBUTE[kind],
                 ("tcplife.bytes_sent", s.tx_bytes),
                 ("tcplife.bytes_received", s.rx_bytes),
-                ("tcplife.duration_ms", duration_ms),
-            ]
-            error_type = errno.errorcode.get(s.error, str(s.error)) if s.error else ""
-            if error_type:
-                attributes.append(("error.type", error_type))
-            body = (f"{s.comm} {endpoint(*client, s.family)} -> {endpoint(*server, s.family)} "
-                    f"tx={format_bytes(s.tx_bytes)} rx={format_bytes(s.rx_bytes)} {duration_ms:.2f}ms")
-            if error_type:
-                body += f" {error_type}"
+                ("tcplife.duration_ms", (s.close_ns - s.birth_ns) / 1e6),
+            )
+            error_type = ""
+            if s.error:
+                error_type = errno.errorcode.get(s.error, str(s.error))
+                attributes += (("error.type", error_type),)
+            j = 24 * i
             records.append(SessionRecord(
-                ids[24 * i: 24 * i + 16], ids[24 * i + 16: 24 * i + 24],
-                s.birth_ns + offset, s.close_ns + offset, observed,
-                name, kind, body, error_type, tuple(attributes),
+                s, ids[j:j + 16], ids[j + 16:j + 24], s.birth_ns + offset, s.close_ns + offset, observed,
+                name, kind, error_type, attributes,
             ))
         return records

@@ -35,8 +35,7 @@ class NdjsonEncoder:
 
     def encode(self, records: Sequence[SessionRecord]) -> bytes:
         rfc3339 = self.rfc3339
-        dumps = orjson.dumps
-        lines = []
+        objects = []
         for r in records:
             obj = {
                 "time": rfc3339(r.end_ns),
@@ -46,5 +45,17 @@ class NdjsonEncoder:
                 "span_id": r.span_id.hex(),
             }
             obj.update(r.attributes)
-            lines.append(dumps(obj, option=orjson.OPT_APPEND_NEWLINE))
-        return b"".join(lines)
+            objects.append(obj)
+        return to_lines(objects)
+
+
+def to_lines(objects: list[dict]) -> bytes:
+    """One JSON object per line. orjson serializes a whole list several times
+    faster than object by object; its compact output separates elements with
+    `},{`, which is safe to split on unless a string holds those characters too."""
+    if not objects:
+        return b""
+    array = orjson.dumps(objects)
+    if array.count(b"},{") == len(objects) - 1:
+        return array[1:-1].replace(b"},{", b"}\n{") + b"\n"
+    return b"".join(orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE) for obj in objects)

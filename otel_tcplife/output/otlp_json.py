@@ -11,7 +11,7 @@ from typing import Sequence
 
 import orjson
 
-from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord
+from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord, log_body
 from ..resource import json_value
 
 STATUS_CODE_ERROR = 2
@@ -44,7 +44,7 @@ class OtlpJsonEncoder:
             "timeUnixNano": str(r.end_ns),
             "observedTimeUnixNano": str(r.observed_ns),
             "severityNumber": SEVERITY_INFO,
-            "body": {"stringValue": r.body},
+            "body": {"stringValue": log_body(r)},
             "attributes": _attributes(r.attributes),
             "traceId": r.trace_id.hex(),
             "spanId": r.span_id.hex(),

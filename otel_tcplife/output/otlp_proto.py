@@ -14,7 +14,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord
+from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord, log_body
 
 # Collectors commonly refuse messages over 4 MiB; keep a margin for framing.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
@@ -51,7 +51,7 @@ class ProtoEncoder:
             log.time_unix_nano = r.end_ns
             log.observed_time_unix_nano = r.observed_ns
             log.severity_number = SEVERITY_INFO
-            log.body.string_value = r.body
+            log.body.string_value = log_body(r)
             log.trace_id = r.trace_id
             log.span_id = r.span_id
             log.event_name = EVENT_NAME

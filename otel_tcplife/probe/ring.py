@@ -24,6 +24,7 @@ RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
 RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
                        + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
 U64 = struct.Struct("<Q")
+MAX_BATCH_RECORDS = 8192  # per read: bounds memory and latency when far behind
 
 
 class RingReader:
@@ -50,7 +51,7 @@ class RingReader:
         if consumer == producer:
             return []
         start = self._data_start + (consumer & self._mask)
-        chunk = self._producer[start:start + producer - consumer]
+        chunk = self._producer[start:start + min(producer - consumer, MAX_BATCH_RECORDS * RECORD_SIZE)]
         events, consumed = self._parse(chunk)
         # Release the space: the producer may reuse it from now on.
         U64.pack_into(self._consumer, 0, consumer + consumed)

@@ -16,7 +16,7 @@ from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.output.ndjson import NdjsonEncoder, Rfc3339
 from otel_tcplife.output.otlp_json import OtlpJsonEncoder
 from otel_tcplife.output.otlp_proto import ProtoEncoder
-from otel_tcplife.record import RecordBuilder, format_bytes
+from otel_tcplife.record import RecordBuilder, format_bytes, log_body
 from otel_tcplife.resource import resource_json, resource_proto, scope_json, scope_proto
 from otel_tcplife.session import Session
 
@@ -46,7 +46,7 @@ def test_client_record_follows_the_contract():
     assert r.start_ns == FixedClock.offset_ns + 5_000_000_000
     assert r.end_ns == FixedClock.offset_ns + 5_091_790_000
     assert len(r.trace_id) == 16 and len(r.span_id) == 8
-    assert r.body == "curl 10.0.0.5:51234 -> 93.184.216.34:443 tx=1.2KiB rx=48.0KiB 91.79ms"
+    assert log_body(r) == "curl 10.0.0.5:51234 -> 93.184.216.34:443 tx=1.2KiB rx=48.0KiB 91.79ms"
     assert attributes == {
         "network.transport": "tcp", "network.type": "ipv4",
         "network.local.address": "10.0.0.5", "network.local.port": 51234,
@@ -66,7 +66,7 @@ def test_server_record_swaps_client_and_server():
     assert (r.name, r.kind, attributes["tcplife.role"]) == ("tcp accept", 2, "server")
     assert (attributes["client.address"], attributes["server.address"]) == ("::2", "::1")
     assert attributes["network.type"] == "ipv6"
-    assert r.body.startswith("curl [::2]:443 -> [::1]:51234 ")
+    assert log_body(r).startswith("curl [::2]:443 -> [::1]:51234 ")
 
 
 def test_failed_connect_carries_error_type():
@@ -136,3 +136,9 @@ def test_large_batches_are_split_under_the_request_limit(monkeypatch):
     assert len(requests) > 1
     assert sum(count for _, count in requests) == 50
     assert all(len(payload) <= 4096 for payload, _ in requests)
+
+
+def test_ndjson_lines_survive_names_that_look_like_separators():
+    records = build(session(comm='x},{"y'), session(comm="plain"))
+    lines = NdjsonEncoder().encode(records).splitlines()
+    assert [json.loads(line)["thread.name"] for line in lines] == ['x},{"y', "plain"]
