@@ -89,7 +89,8 @@ def server(args: argparse.Namespace) -> None:
         conn, peer = listener.accept()
         try:
             recv_exactly(conn, args.recv)
-            conn.sendall(b"s" * args.send)
+            if args.send:
+                conn.sendall(b"s" * args.send)
             if args.hold_ms:
                 time.sleep(args.hold_ms / 1000)
             finish(conn, "server", args.close)
@@ -119,7 +120,8 @@ def client(args: argparse.Namespace) -> None:
             emit(event="failed", lport=lport, error=errno.errorcode.get(exc.errno, str(exc.errno)),
                  start_ns=start, end_ns=time.monotonic_ns())
             continue
-        sock.sendall(b"c" * args.send)
+        if args.send:  # (even an empty send fails once a reset has arrived)
+            sock.sendall(b"c" * args.send)
         recv_exactly(sock, args.recv)
         if args.hold_ms:
             time.sleep(args.hold_ms / 1000)
