@@ -59,6 +59,12 @@ Counting, decided:
 - The agent's stdout goes to a file on tmpfs (/dev/shm, deleted afterwards) rather than to
   /dev/null: its rows are what we count. Nothing reads it during the run, so it costs the agent
   about what /dev/null would.
+- --rate CONN_PER_S paces the storm (storm.py --rate) instead of running it flat out: every run,
+  untraced and traced, makes the same number of connections, so traced/untraced is ~1 and the
+  figures to read are the agent's CPU, losses and exit time at that load.
+
+`run.py --outage [options]` runs bench/outage.py instead (the collector goes down and comes back
+under steady load, with the agent's disk spool): see its docstring, or `run.py --outage -h`.
 """
 
 from __future__ import annotations
@@ -391,7 +397,13 @@ def median_or_none(column: tuple) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--outage" in argv:  # another benchmark, with its own options
+        from outage import main as outage_main
+        return outage_main([a for a in argv if a != "--outage"])
     parser = argparse.ArgumentParser(description="Connection rate with and without otel-tcplife, per output mode.")
+    parser.add_argument("--outage", action="store_true",
+                        help="run bench/outage.py instead, with the options that follow (see --outage -h)")
     parser.add_argument("--seconds", type=float, default=10.0, help="storm duration per run (default %(default)s)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="storm client processes (default: 2 per CPU, %(default)s)")
@@ -399,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="storm server processes (default: 1 per CPU, %(default)s)")
     parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
                         help="bytes sent each way per connection (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=None, metavar="CONN_PER_S",
+                        help="pace the storm at this many connections a second, over all clients "
+                             "(default: as fast as possible)")
     parser.add_argument("--rounds", type=int, default=1, help="untraced/traced sets, alternated (default 1)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="unreported storm seconds first, so every measured run starts with the same "
@@ -428,11 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     exit_timeout = (5.0 if args.agent_defaults else args.shutdown_timeout) + EXIT_MARGIN_S
 
     # One fixed port for every run: the agent's rows (and the sink's records) are matched on it.
+    if args.rate is not None and not args.rate > 0:
+        parser.error("--rate must be positive")
     storm_args = {"seconds": args.seconds, "workers": args.workers, "servers": args.servers,
-                  "port": free_port(), "payload_size": args.payload_size}
+                  "port": free_port(), "payload_size": args.payload_size, "rate": args.rate}
+    pace = "as fast as possible" if args.rate is None else f"paced at {args.rate:g} conn/s"
     print(f"otel-tcplife bench: kernel {platform.release()}, {os.cpu_count()} CPUs; storm: {args.workers} client + "
           f"{args.servers} server processes, 127.0.0.1:{storm_args['port']}, {args.payload_size} bytes each way, "
-          f"{args.seconds:g} s per run; agent: {args.agent}, unfiltered, stdout to tmpfs")
+          f"{args.seconds:g} s per run, {pace}; agent: {args.agent}, unfiltered, stdout to tmpfs")
     for mode in modes:
         endpoint = " --otlp-endpoint http://127.0.0.1:<sink port>" if mode.sink else ""
         print(f"  {mode.name}: otel-tcplife {' '.join(mode.agent_args)}{endpoint}")

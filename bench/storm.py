@@ -1,4 +1,4 @@
-"""Connection storm: as many short TCP connections over loopback as the machine can make.
+"""Connection storm: as many short TCP connections over loopback as the machine can make, or a set rate.
 
 A server (one or more processes sharing one listening socket on 127.0.0.1) and N client
 worker processes. Each client, until its deadline: connect, send a few bytes, read the
@@ -8,8 +8,18 @@ once: no port exhaustion, no sysctl changes. Closes are normal (FIN), never RST.
 
 Each connection is two TCP sessions on this machine: the client's and the server's.
 
+With a rate (--rate CONN_PER_S, over all clients) each client is paced at rate / workers
+connections a second on a fixed schedule (connection k of a client starts at
+start + offset + k / per-client rate; the clients' offsets are spread over one interval, so
+their connections interleave). A client that falls behind its schedule (the machine is too
+slow, or it was descheduled) connects at once until it has caught up, so the total stays
+rate x seconds when the machine can sustain the rate; `max_lag_s` (how far behind its schedule
+any client ever started a connection) tells whether it could: well under a second means it kept
+up. Without a rate, every client connects as fast as it can.
+
     python3 bench/storm.py --seconds 10 --workers 2
-prints one JSON line; `run_storm()` returns the same dict.
+    python3 bench/storm.py --seconds 30 --rate 5000
+print one JSON line; `run_storm()` returns the same dict.
 """
 
 from __future__ import annotations
@@ -65,14 +75,32 @@ def _serve(listener: socket.socket, payload_size: int, stop, results) -> None:
     results.put(("server", accepted, errors, 0.0))
 
 
-def _client(port: int, payload_size: int, seconds: float, limit: int, start, results) -> None:
+def _client(port: int, payload_size: int, seconds: float, limit: int, interval: float, offset: float,
+            start, results) -> None:
+    """Connects until the deadline or `limit`; with an interval (s), one connection per interval, on a
+    fixed schedule from start + offset (catching up at once when behind)."""
     address = (HOST, port)
     payload = b"x" * payload_size
     made = errors = 0
+    max_lag = 0.0
     start.wait()
     began = time.monotonic()
     deadline = began + seconds
-    while made < limit and time.monotonic() < deadline:
+    next_at = began + offset
+    while made < limit:
+        now = time.monotonic()
+        if interval:
+            if now < next_at:
+                if next_at >= deadline:
+                    break
+                time.sleep(next_at - now)
+            else:
+                max_lag = max(max_lag, now - next_at)
+            next_at += interval
+            if now >= deadline:
+                break
+        elif now >= deadline:
+            break
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.connect(address)
@@ -85,16 +113,21 @@ def _client(port: int, payload_size: int, seconds: float, limit: int, start, res
             errors += 1
         finally:
             s.close()
-    results.put(("client", made, errors, time.monotonic() - began))
+    results.put(("client", made, errors, time.monotonic() - began, max_lag))
 
 
 def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: int = DEFAULT_SERVERS,
-              port: int = 0, payload_size: int = 16, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> dict:
-    """Run one storm and return its counts; every process it starts is gone on return."""
+              port: int = 0, payload_size: int = 16, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+              rate: float | None = None) -> dict:
+    """Run one storm and return its counts; every process it starts is gone on return.
+    rate: connections a second over all clients (None: as fast as possible)."""
     if not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"seconds must be in (0, {MAX_SECONDS}]")
     if workers < 1 or servers < 1 or max_connections < 1:
         raise ValueError("workers, servers and max_connections must be at least 1")
+    if rate is not None and not rate > 0:
+        raise ValueError("rate must be positive")
+    interval = workers / rate if rate else 0.0  # per client
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # Server-side TIME_WAITs of an earlier storm on this port must not block the bind.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -107,9 +140,9 @@ def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: in
     server_procs = [_mp.Process(target=_serve, args=(listener, payload_size, stop, results), daemon=True)
                     for _ in range(servers)]
     limit = max(1, max_connections // workers)
-    client_procs = [_mp.Process(target=_client, args=(port, payload_size, seconds, limit, start, results),
-                                daemon=True)
-                    for _ in range(workers)]
+    client_procs = [_mp.Process(target=_client, args=(port, payload_size, seconds, limit, interval,
+                                                      interval * i / workers, start, results), daemon=True)
+                    for i in range(workers)]
     procs = server_procs + client_procs
     try:
         for p in procs:
@@ -146,6 +179,8 @@ def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: in
         "sessions": 2 * connections,  # both ends are on this machine
         "duration_s": round(duration, 3),
         "conn_per_s": round(connections / duration, 1) if duration else 0.0,
+        "rate": rate,  # the target, conn/s over all clients; None: as fast as possible
+        "max_lag_s": round(max(r[4] for r in clients), 3),  # behind schedule, worst client (0 without rate)
     }
 
 
@@ -161,10 +196,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="bytes sent each way per connection, 0 for none (default %(default)s)")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                         help="stop after this many connections in all (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=None, metavar="CONN_PER_S",
+                        help="connections a second over all clients, each client paced at rate/workers "
+                             "(default: as fast as possible)")
     args = parser.parse_args(argv)
     try:
         result = run_storm(args.seconds, args.workers, args.servers, args.port,
-                           args.payload_size, args.max_connections)
+                           args.payload_size, args.max_connections, args.rate)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"storm: error: {exc}", file=sys.stderr)
         return 1
