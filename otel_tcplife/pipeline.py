@@ -29,6 +29,11 @@ from .session import Decoder
 from .stats import Stats
 
 
+# Backoff between retries stays short: a collector that is back is found within
+# seconds (a success also ends the other requests' waits at once).
+RETRY_MAX_INTERVAL = 5.0
+
+
 def _log(message: str) -> None:
     sys.stderr.write(f"otel-tcplife: {message}\n")
     sys.stderr.flush()
@@ -65,7 +70,7 @@ class Pipeline:
                     signal, protos.encoder_for(signal), sender,
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
-                    retry=RetryPolicy(max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
+                    retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
                     spool=spool,
                 )
                 self.stats.exporters[signal] = self.exporters[signal].stats

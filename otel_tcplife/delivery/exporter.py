@@ -46,7 +46,7 @@ from typing import Generic, Literal, TypeVar
 from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
 from .queue import BoundedQueue
 from .ratelimit import RateLimitedLog, stderr_log
-from .retry import RetryPolicy, send_with_retry
+from .retry import Progress, RetryPolicy, send_with_retry
 from .spool import Entry, Spool
 
 T = TypeVar("T")
@@ -205,6 +205,7 @@ class QueuedExporter(Generic[T]):
         self._log = log or stderr_log(name)
         self._warn = RateLimitedLog(self._log)
         self._rng = random.Random()
+        self._progress = Progress()  # a success anywhere ends the other requests' backoff
 
         self._queue: BoundedQueue[T] = BoundedQueue(queue_capacity)
         self.stats.bind_queue(self._queue.__len__)
@@ -310,6 +311,7 @@ class QueuedExporter(Generic[T]):
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
+        self._progress.wake()
         with self._spool_ready:
             self._spool_ready.notify_all()
         grace_end = time.monotonic() + SHUTDOWN_GRACE
@@ -482,14 +484,16 @@ class QueuedExporter(Generic[T]):
             if attempts:
                 self.stats.add(retries=1)
             attempts += 1
-            return self._send(payload, self._attempt_timeout())
+            result = self._send(payload, self._attempt_timeout())
+            self._progress.note_success()
+            return result
 
         def on_retry(error: RetryableError, delay: float) -> None:
             self._warn("retry", 1, "retrying {n} failed requests", f"{error.reason} (next retry in {delay:.1f} s)")
 
         try:
             result = send_with_retry(attempt, self._retry, self._stop, deadline=self._deadline,
-                                     on_retry=on_retry, rng=self._rng)
+                                     on_retry=on_retry, rng=self._rng, progress=self._progress)
             rejected = min(max(result.rejected, 0), records)  # a send returning no SendResult is a bug
         except PermanentError as error:
             self._warn("permanent", records, "dropped {n} records: permanent error", error.reason)

@@ -56,6 +56,33 @@ def _ignore(error: RetryableError, delay: float) -> None:
     pass
 
 
+class Progress:
+    """Counts successful sends, so that requests waiting out a backoff after a
+    failure try again at once when another request got through: the collector
+    is back, and each sender's own backoff (up to max_interval) need not pass."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.successes = 0
+
+    def note_success(self) -> None:
+        with self._condition:
+            self.successes += 1
+            self._condition.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        with self._condition:
+            self._condition.wait(timeout)
+
+    def wake(self) -> None:
+        """Ends the waits now, e.g. because the stop event was just set."""
+        with self._condition:
+            self._condition.notify_all()
+
+
+STOP_CHECK_INTERVAL = 0.2  # how often a wait on Progress looks at the stop event
+
+
 def send_with_retry(
     send: Callable[[], SendResult],
     policy: RetryPolicy,
@@ -65,11 +92,14 @@ def send_with_retry(
     on_retry: Callable[[RetryableError, float], None] = _ignore,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
+    progress: Progress | None = None,
 ) -> SendResult:
     """Calls send() until it returns; see the module docstring for when it gives up.
 
     `deadline` is an absolute clock() time (used during shutdown). on_retry(error, delay) is called
-    before each wait, e.g. to log. `stop` is only read and waited on; the caller sets it.
+    before each wait, e.g. to log. `stop` is only read and waited on; the caller sets it. With
+    `progress`, a backoff ends early when another send succeeds, unless the server asked for the
+    delay (RetryInfo).
     """
     rng = rng or random.Random()
     first_attempt = clock()
@@ -88,6 +118,13 @@ def send_with_retry(
         if stop.is_set():
             raise RetryExhausted(last, "stopped")
         on_retry(last, delay)
-        if stop.wait(delay):
-            raise RetryExhausted(last, "stopped")
+        if progress is None or last.retry_after:
+            if stop.wait(delay):
+                raise RetryExhausted(last, "stopped")
+        else:
+            seen = progress.successes
+            while progress.successes == seen and not stop.is_set() and (left := next_attempt - clock()) > 0:
+                progress.wait(min(left, STOP_CHECK_INTERVAL))
+            if stop.is_set():
+                raise RetryExhausted(last, "stopped")
         attempt += 1

@@ -10,14 +10,18 @@ OTLP rules (opentelemetry-proto docs/specification.md):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-import grpc
-from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+# gRPC core writes its own INFO lines to stderr unless told otherwise; ours say what matters.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from ..delivery import PermanentError, RetryableError, SendResult
+import grpc  # noqa: E402
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
+
+from ..delivery import PermanentError, RetryableError, SendResult  # noqa: E402
 
 RETRYABLE_CODES = frozenset({
     grpc.StatusCode.CANCELLED,
@@ -88,7 +92,14 @@ class OtlpGrpcSender:
 
     def __init__(self, settings: OtlpSettings, signal: str) -> None:
         method, response_type, self._rejected_field = SERVICES[signal]
-        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Reconnect soon after the collector is back: gRPC's default backoff grows
+            # to 120 s, failing every call with the stale error meanwhile.
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
         if settings.secure:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=settings.root_certificates,

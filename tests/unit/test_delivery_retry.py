@@ -195,3 +195,36 @@ def test_other_exceptions_propagate_unretried():
     with pytest.raises(KeyError):
         run(send, NO_JITTER, fake)
     assert len(send.calls) == 1
+
+
+def test_a_success_elsewhere_ends_a_backoff_early():
+    from otel_tcplife.delivery.retry import Progress
+    progress = Progress()
+    calls = []
+
+    def send():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RetryableError("down")
+        return SendResult()
+
+    threading.Timer(0.2, progress.note_success).start()  # another request got through
+    started = time.monotonic()
+    send_with_retry(send, RetryPolicy(initial_interval=30, jitter=0), threading.Event(), progress=progress)
+    assert len(calls) == 2 and calls[1] - started < 2
+
+
+def test_a_throttled_backoff_is_not_cut_short():
+    from otel_tcplife.delivery.retry import Progress
+    progress = Progress()
+    calls = []
+
+    def send():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RetryableError("slow down", retry_after=0.6)
+        return SendResult()
+
+    threading.Timer(0.1, progress.note_success).start()
+    send_with_retry(send, RetryPolicy(initial_interval=0.01, jitter=0), threading.Event(), progress=progress)
+    assert calls[1] - calls[0] >= 0.6
