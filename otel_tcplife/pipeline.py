@@ -21,7 +21,7 @@ from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
 from .output.otlp import OtlpGrpcSender
 from .output.otlp_json import OtlpJsonEncoder
-from .output.otlp_proto import ProtoEncoder
+from .output.otlp_wire import WireEncoder
 from .output.table import TableWriter
 from .record import RecordBuilder
 from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
@@ -60,7 +60,7 @@ class Pipeline:
             signal = "logs" if config.format == "otlp-json" else "traces"
             self.stdout_encoder = OtlpJsonEncoder(resource_json(resource), scope_json(), signal)
         if config.otlp:
-            protos = ProtoEncoder(resource_proto(resource), scope_proto())
+            protos = WireEncoder(resource_proto(resource), scope_proto())
             d = config.delivery
             for signal, settings in config.otlp.items():
                 spool = self._open_spool(signal, len(config.otlp)) if config.spool else None

@@ -1,0 +1,134 @@
+"""Micro-benchmark: OTLP protobuf encoding per session, ProtoEncoder vs WireEncoder (logs + traces).
+
+    .venv/bin/python bench/encode.py [--sessions 20000] [--batch 2048] [--rounds 5] [--seed 1]
+
+Synthetic sessions like the ones bench/storm.py makes (loopback client + server ends, ephemeral
+ports, a few pids and comms), plus some IPv6, remote peers and failed connects, turned into
+SessionRecords by RecordBuilder. Each round builds FRESH sessions (new ports, byte counts,
+durations, so per-session values are not already cached), then times each encoder as the
+exporters use it: `encoder_for("logs")` and `encoder_for("traces")` on batches of --batch
+records (the default batch size). Logs first, then traces, batch by batch, as two exporters
+running in step would. Prints µs per session (both signals; best and median round) and how much
+of it is log_body(), the log line both encoders have to build; checks that both encoders
+produce the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gc
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from otel_tcplife import abi  # noqa: E402
+from otel_tcplife.enrich import ProcessNames  # noqa: E402
+from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
+from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
+from otel_tcplife.record import RecordBuilder, log_body  # noqa: E402
+from otel_tcplife.resource import build_resource, resource_proto, scope_proto  # noqa: E402
+from otel_tcplife.session import Session  # noqa: E402
+
+COMMS = ["python3", "curl", "nginx", "postgres", "sshd", "java", "node", "redis-server"]
+REMOTES4 = ["93.184.216.34", "10.0.3.17", "172.16.8.200", "192.168.1.10"]
+REMOTES6 = ["2606:2800:220:1:248:1893:25c8:1946", "fd00::17", "::1"]
+
+
+def sessions(n: int, rng: random.Random) -> list[Session]:
+    out = []
+    clock = 1_000_000_000_000
+    server_port = rng.randrange(20000, 30000)
+    for _ in range(n):
+        clock += rng.randrange(10_000, 80_000)
+        duration = rng.randrange(20_000, 5_000_000)
+        kind = rng.random()
+        if kind < 0.8:  # the storm: loopback, one client end and one server end per connection
+            family, laddr, raddr = 4, "127.0.0.1", "127.0.0.1"
+            client = rng.random() < 0.5
+            ephemeral = rng.randrange(32768, 61000)
+            lport, rport = (ephemeral, server_port) if client else (server_port, ephemeral)
+            role = abi.ROLE_CLIENT if client else abi.ROLE_SERVER
+            pid = 40000 + rng.randrange(8)
+            comm = "python3"
+            tx, rx = (16, 64) if client else (64, 16)
+            error = 0
+        else:  # everything else on a busy host
+            family = 6 if rng.random() < 0.3 else 4
+            laddr = "fd00::5" if family == 6 else "10.0.0.5"
+            raddr = rng.choice(REMOTES6 if family == 6 else REMOTES4)
+            lport, rport = rng.randrange(32768, 61000), rng.choice([443, 80, 5432, 6379, 22])
+            role = rng.choice([abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN])
+            pid = rng.randrange(300, 4_000_000)
+            comm = rng.choice(COMMS)
+            tx, rx = rng.randrange(0, 1 << 20), rng.randrange(0, 1 << 34)
+            error = rng.choice([0] * 8 + [errno.ECONNREFUSED, errno.ECONNRESET])
+        out.append(Session(pid=pid, comm=comm, family=family, laddr=laddr, lport=lport, raddr=raddr,
+                           rport=rport, tx_bytes=tx, rx_bytes=rx, birth_ns=clock, close_ns=clock + duration,
+                           role=role, error=error, oldstate=4, owner=abi.OWNER_CONNECT))
+    return out
+
+
+def batches(records, size):
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def run(encoder, records, batch) -> tuple[float, list]:
+    logs, traces = encoder.encoder_for("logs"), encoder.encoder_for("traces")
+    gc.collect()
+    start = time.perf_counter_ns()
+    out = []
+    for b in batches(records, batch):
+        out += logs(b)
+        out += traces(b)
+    elapsed = time.perf_counter_ns() - start
+    return elapsed / 1e3 / len(records), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    builder = RecordBuilder(names=ProcessNames(proc="/nonexistent"))
+    resource, scope = resource_proto(build_resource()), scope_proto()
+    proto, wire = ProtoEncoder(resource, scope), WireEncoder(resource, scope)
+    times: dict[str, list[float]] = {"ProtoEncoder": [], "WireEncoder": [], "log_body": []}
+    payload = 0
+    for _ in range(args.rounds):
+        records = builder.build(sessions(args.sessions, rng))
+        us_proto, expected = run(proto, records, args.batch)
+        us_wire, got = run(wire, records, args.batch)
+        if got != expected:
+            sys.exit("MISMATCH: WireEncoder bytes differ from ProtoEncoder's")
+        times["ProtoEncoder"].append(us_proto)
+        times["WireEncoder"].append(us_wire)
+        start = time.perf_counter_ns()
+        for r in records:
+            log_body(r)
+        times["log_body"].append((time.perf_counter_ns() - start) / 1e3 / len(records))
+        payload = sum(len(p) for p, _ in got)
+
+    best = {name: min(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{args.sessions} sessions x {args.rounds} rounds, batches of {args.batch}, Python "
+          f"{sys.version.split()[0]}; {payload / args.sessions:.0f} payload bytes/session (logs + traces); "
+          f"bytes identical: yes")
+    print(f"{'µs per session, logs + traces':<32}{'best':>8}{'median':>8}{'sessions/s (best, 1 core)':>28}")
+    for name in ("ProtoEncoder", "WireEncoder"):
+        print(f"{name:<32}{best[name]:>8.2f}{median[name]:>8.2f}{1e6 / best[name]:>28,.0f}")
+    print(f"{'  log_body() alone (in both)':<32}{best['log_body']:>8.2f}{median['log_body']:>8.2f}")
+    print(f"speed-up (best): {best['ProtoEncoder'] / best['WireEncoder']:.1f}x; median: "
+          f"{median['ProtoEncoder'] / median['WireEncoder']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
