@@ -136,7 +136,7 @@ def resolve(flags: OtlpFlags, signal: str, env: Mapping[str, str] = os.environ) 
     compression = flags.compression
     if compression is None:
         found = _env(env, signal, "COMPRESSION")
-        compression = found[1].lower() if found else "gzip"
+        compression = found[1].lower() if found else "none"
     if compression not in ("gzip", "none"):
         raise UsageError(f"invalid OTLP compression {compression!r}: expected gzip or none")
 

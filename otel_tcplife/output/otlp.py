@@ -51,7 +51,7 @@ class OtlpSettings:
     client_key: bytes | None = None
     client_certificate: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    compression: str = "gzip"  # gzip | none
+    compression: str = "none"  # none | gzip
     timeout: float = 10.0
 
     def __repr__(self) -> str:  # keep header values and keys out of any log

@@ -282,3 +282,20 @@ def test_bad_export_settings_exit_2_with_one_line(args, env, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "s3cr3t" not in result.stderr
+
+
+def test_gzip_only_when_asked(traffic, start_agent):
+    # This receiver refuses gzip-compressed requests: only the plain agent gets through.
+    with OtlpReceiver(accept_gzip=False) as rx:
+        server, port = traffic.server(name="tl-server", count=2)
+        plain = start_exporting(start_agent, rx.endpoint, port, "--signals", "logs")
+        gzip = start_exporting(start_agent, rx.endpoint, port, "--signals", "logs", "--otlp-compression", "gzip",
+                               "--retry-max-elapsed", "0")
+        traffic.client(name="tl-client", port=port, count=2).events()
+        server.events()
+        assert rx.wait_for(lambda r: len(r.log_records()) == 2)
+        time.sleep(1)
+        plain.stop()
+        gzip.stop()
+        assert plain.summary()["logs"]["exported"] == 2
+        assert gzip.summary()["logs"]["exported"] == 0 and gzip.summary()["logs"]["dropped"] == 2

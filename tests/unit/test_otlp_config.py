@@ -70,14 +70,15 @@ def test_environment_settings():
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:1",
         "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{SECRET}",
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "x-logs=1",
-        "OTEL_EXPORTER_OTLP_COMPRESSION": "none",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
         "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
     }
     logs = resolve(OtlpFlags(), "logs", env)
     traces = resolve(OtlpFlags(), "traces", env)
     assert logs.headers == (("x-logs", "1"),)  # the per-signal variable replaces the generic one
     assert traces.headers == (("authorization", f"Bearer {SECRET}"),)
-    assert (traces.compression, traces.timeout) == ("none", 2.5)
+    assert (traces.compression, traces.timeout) == ("gzip", 2.5)
+    assert resolve(OtlpFlags(endpoint="http://h:1"), "logs", {}).compression == "none"  # the default
     assert SECRET not in repr(traces)
 
 
