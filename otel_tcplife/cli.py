@@ -205,10 +205,10 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         headers_file=args.otlp_headers_file, compression=args.otlp_compression, timeout=args.otlp_timeout,
     )
     otlp = {}
-    for signal in args.signals:
-        settings = resolve_otlp(flags, signal)
+    for signal_name in args.signals:
+        settings = resolve_otlp(flags, signal_name)
         if settings is not None:
-            otlp[signal] = settings
+            otlp[signal_name] = settings
     delivery = DeliverySettings(
         queue_size=args.queue_size, batch_size=args.batch_size, flush_interval=args.flush_interval,
         max_in_flight=args.max_in_flight, retry_max_elapsed=args.retry_max_elapsed,

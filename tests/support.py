@@ -190,3 +190,33 @@ class Agent:
             reader.join(5)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+class FixedClock:
+    """A WallClock stand-in: monotonic + a fixed offset."""
+
+    offset_ns = 1_700_000_000_000_000_000
+
+    def offset(self) -> int:
+        return self.offset_ns
+
+
+def sample_session(**changes):
+    """A client session (curl to port 443), with any field changed."""
+    from otel_tcplife import abi
+    from otel_tcplife.session import Session
+    base = Session(pid=4242, comm="curl", family=4, laddr="10.0.0.5", lport=51234, raddr="93.184.216.34",
+                   rport=443, tx_bytes=1229, rx_bytes=49152, birth_ns=5_000_000_000, close_ns=5_091_790_000,
+                   role=abi.ROLE_CLIENT, error=0, oldstate=4, owner=abi.OWNER_CONNECT)
+    return base._replace(**changes)
+
+
+def hex_ids_to_base64(obj):
+    """OTLP/JSON uses hex ids where protobuf's JSON mapping expects base64."""
+    import base64
+    if isinstance(obj, dict):
+        return {k: (base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId") else
+                    hex_ids_to_base64(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [hex_ids_to_base64(v) for v in obj]
+    return obj

@@ -1,7 +1,8 @@
-"""Session records as OTLP protobuf requests, built directly per batch.
+"""Session records as OTLP protobuf requests, built with the opentelemetry.proto classes.
 
-No SDK LogRecord or Span per session: the opentelemetry.proto messages are
-filled in place. Requests are split so none exceeds MAX_REQUEST_BYTES.
+The readable reference: the agent sends what otlp_wire.WireEncoder writes by
+hand (3.5x faster), and tests check the two byte for byte. No SDK LogRecord
+or Span per session here either. Requests stay under MAX_REQUEST_BYTES.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
 from google.protobuf import json_format
 from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from ..support import hex_ids_to_base64
 
 
 def collect(agent, count: int, timeout: float = 10) -> list[str]:
@@ -36,13 +37,6 @@ def parse_lines(agent, message_type, count: int, timeout: float = 10) -> list:
     return records
 
 
-def hex_ids_to_base64(obj):
-    if isinstance(obj, dict):
-        return {k: (base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId") else
-                    hex_ids_to_base64(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [hex_ids_to_base64(v) for v in obj]
-    return obj
 
 
 def flat(attributes) -> dict:

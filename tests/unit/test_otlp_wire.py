@@ -26,23 +26,15 @@ from otel_tcplife.record import RecordBuilder, SessionRecord
 from otel_tcplife.resource import resource_proto, scope_proto
 from otel_tcplife.session import Session
 
+from ..support import FixedClock, sample_session
+
 RESOURCE = resource_proto(Resource.create({"service.name": "otel-tcplife", "host.name": "h"}))
 SCOPE = scope_proto()
 SIGNALS = ("logs", "traces")
 
 
-class FixedClock:
-    offset_ns = 1_700_000_000_000_000_000
 
-    def offset(self) -> int:
-        return self.offset_ns
-
-
-def session(**changes) -> Session:
-    base = Session(pid=4242, comm="curl", family=4, laddr="10.0.0.5", lport=51234, raddr="93.184.216.34",
-                   rport=443, tx_bytes=1229, rx_bytes=49152, birth_ns=5_000_000_000, close_ns=5_091_790_000,
-                   role=abi.ROLE_CLIENT, error=0, oldstate=4, owner=abi.OWNER_CONNECT)
-    return base._replace(**changes)
+session = sample_session
 
 
 def build(sessions) -> list[SessionRecord]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 
@@ -18,21 +17,12 @@ from otel_tcplife.output.otlp_json import OtlpJsonEncoder
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.record import RecordBuilder, format_bytes, log_body
 from otel_tcplife.resource import resource_json, resource_proto, scope_json, scope_proto
-from otel_tcplife.session import Session
+
+from ..support import FixedClock, hex_ids_to_base64, sample_session
 
 
-class FixedClock:
-    offset_ns = 1_700_000_000_000_000_000
 
-    def offset(self) -> int:
-        return self.offset_ns
-
-
-def session(**changes) -> Session:
-    base = Session(pid=4242, comm="curl", family=4, laddr="10.0.0.5", lport=51234, raddr="93.184.216.34",
-                   rport=443, tx_bytes=1229, rx_bytes=49152, birth_ns=5_000_000_000, close_ns=5_091_790_000,
-                   role=abi.ROLE_CLIENT, error=0, oldstate=4, owner=abi.OWNER_CONNECT)
-    return base._replace(**changes)
+session = sample_session
 
 
 def build(*sessions):
@@ -89,14 +79,6 @@ def test_rfc3339_has_nanoseconds_in_utc():
     assert Rfc3339()(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
 
 
-def hex_ids_to_base64(obj):
-    """OTLP/JSON uses hex ids where protobuf's JSON mapping expects base64."""
-    if isinstance(obj, dict):
-        return {k: (base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId") else
-                    hex_ids_to_base64(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [hex_ids_to_base64(v) for v in obj]
-    return obj
 
 
 def test_ndjson_otlp_json_and_protobuf_agree():
