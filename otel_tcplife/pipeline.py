@@ -23,6 +23,8 @@ from .output.otlp import OtlpGrpcSender
 from .output.otlp_json import OtlpJsonEncoder
 from .output.otlp_wire import WireEncoder
 from .output.table import TableWriter
+from .clock import WallClock
+from .enrich import ProcessNames
 from .record import RecordBuilder
 from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
 from .session import Decoder
@@ -46,17 +48,22 @@ class Pipeline:
         self.decoder = Decoder()
         self.table = TableWriter(stdout, config.table) if config.format == "table" else None
         self.stdout: BinaryIO = stdout.buffer
-        self.stdout_encoder = None
-        self.records = None
+        self.ndjson: NdjsonEncoder | None = None
+        self.stdout_encoder: OtlpJsonEncoder | None = None  # OTLP/JSON, from records
+        self.records: RecordBuilder | None = None
         self.exporters: dict[str, QueuedExporter] = {}
         self.senders: list[OtlpGrpcSender] = []
         if config.format == "table" and not config.otlp:
             return
-        self.records = RecordBuilder()
-        resource = build_resource()
+        # One clock and one set of ids per session, whichever outputs share them.
+        self.clock = WallClock()
+        names = ProcessNames()
         if config.format == "ndjson":
-            self.stdout_encoder = NdjsonEncoder()
-        elif config.format in ("otlp-json", "otlp-json-traces"):
+            self.ndjson = NdjsonEncoder(names)
+        if config.format in ("otlp-json", "otlp-json-traces") or config.otlp:
+            self.records = RecordBuilder(self.clock, names)
+        resource = build_resource()
+        if config.format in ("otlp-json", "otlp-json-traces"):
             signal = "logs" if config.format == "otlp-json" else "traces"
             self.stdout_encoder = OtlpJsonEncoder(resource_json(resource), scope_json(), signal)
         if config.otlp:
@@ -97,9 +104,16 @@ class Pipeline:
         self.stats.sessions_observed += len(sessions)
         if self.table:
             self.table.write(sessions)
+        if self.ndjson is None and self.records is None:
+            return
+        ids = os.urandom(24 * len(sessions))
+        offset = self.clock.offset()
+        if self.ndjson:
+            self.stdout.write(self.ndjson.encode(sessions, ids, offset))
+            self.stdout.flush()
         if self.records is None:
             return
-        records = self.records.build(sessions)
+        records = self.records.build(sessions, ids, offset)
         if self.stdout_encoder:
             self.stdout.write(self.stdout_encoder.encode(records))
             self.stdout.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import json
 
 from google.protobuf import json_format
@@ -23,6 +24,15 @@ from ..support import FixedClock, hex_ids_to_base64, sample_session
 
 
 session = sample_session
+
+
+def build_both(*sessions):
+    """Records and NDJSON lines for the same sessions, sharing ids and clock as the pipeline does."""
+    ids = os.urandom(24 * len(sessions))
+    names = ProcessNames(proc="/nonexistent")
+    records = RecordBuilder(clock=FixedClock(), names=names).build(list(sessions), ids, FixedClock.offset_ns)
+    lines = NdjsonEncoder(names).encode(list(sessions), ids, FixedClock.offset_ns).splitlines()
+    return records, [json.loads(line) for line in lines]
 
 
 def build(*sessions):
@@ -83,7 +93,8 @@ def test_rfc3339_has_nanoseconds_in_utc():
 
 def test_ndjson_otlp_json_and_protobuf_agree():
     resource = Resource.create({"service.name": "otel-tcplife", "host.name": "h"})
-    records = build(session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET))
+    records, rows = build_both(session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET),
+                               session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2"))
     protos = ProtoEncoder(resource_proto(resource), scope_proto())
 
     logs = LogsData()
@@ -97,11 +108,16 @@ def test_ndjson_otlp_json_and_protobuf_agree():
     line = OtlpJsonEncoder(resource_json(resource), scope_json(), "traces").encode(records)
     json_format.ParseDict(hex_ids_to_base64(json.loads(line)), traces)
     assert traces == TracesData(resource_spans=protos.traces_request(records).resource_spans)
-    (_, failed) = traces.resource_spans[0].scope_spans[0].spans
+    (_, failed, _) = traces.resource_spans[0].scope_spans[0].spans
     assert (failed.status.code, failed.status.message) == (2, "ECONNRESET")
 
-    rows = [json.loads(x) for x in NdjsonEncoder().encode(records).splitlines()]
-    for row, log in zip(rows, logs.resource_logs[0].scope_logs[0].log_records):
+    assert len(rows) == 3
+    rfc3339 = Rfc3339()
+    for row, record, log in zip(rows, records, logs.resource_logs[0].scope_logs[0].log_records):
+        # same keys in the same order: the NDJSON templates and RecordBuilder agree
+        assert list(row) == ["time", "start_time", "otel.event.name", "trace_id", "span_id",
+                             *(key for key, _ in record.attributes)]
+        assert (row["time"], row["start_time"]) == (rfc3339(record.end_ns), rfc3339(record.start_ns))
         assert row["otel.event.name"] == log.event_name == "tcplife.session"
         assert bytes.fromhex(row["trace_id"]) == log.trace_id
         assert bytes.fromhex(row["span_id"]) == log.span_id
@@ -120,7 +136,6 @@ def test_large_batches_are_split_under_the_request_limit(monkeypatch):
     assert all(len(payload) <= 4096 for payload, _ in requests)
 
 
-def test_ndjson_lines_survive_names_that_look_like_separators():
-    records = build(session(comm='x},{"y'), session(comm="plain"))
-    lines = NdjsonEncoder().encode(records).splitlines()
-    assert [json.loads(line)["thread.name"] for line in lines] == ['x},{"y', "plain"]
+def test_ndjson_escapes_process_names():
+    _, rows = build_both(session(comm='x},{"y\\'), session(comm="plain\u00e9"))
+    assert [row["thread.name"] for row in rows] == ['x},{"y\\', "plain\u00e9"]
