@@ -267,25 +267,25 @@ class LossReporter:
 def run(config: Config) -> int:
     stopper = Stopper()
     pipeline = Pipeline(config, sys.stdout)
-    with CoreProbe(config.probe) as probe:
-        for message in probe.warnings:
-            warn(message)
-        if config.probe.verbose or config.format != "table":
-            # The classic table stays quiet; a shipper says once what it does.
-            exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
-            sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}; format {config.format}"
-                             f"{'; exporting ' + exports if exports else ''}\n")
-            sys.stderr.flush()
-        losses = LossReporter(probe)
-        pipeline.stats.kernel = lambda: losses.reported
-        next_stats = time.monotonic() + config.stats_interval
-        pipeline.start()
-        # Each session makes a few short-lived tuples that reference counting
-        # frees; frequent cyclic collections would only rescan the long-lived
-        # objects. Collect rarely, and never rescan what start-up built.
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
-        try:
+    try:
+        with CoreProbe(config.probe) as probe:
+            for message in probe.warnings:
+                warn(message)
+            if config.probe.verbose or config.format != "table":
+                # The classic table stays quiet; a shipper says once what it does.
+                exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
+                sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}; format {config.format}"
+                                 f"{'; exporting ' + exports if exports else ''}\n")
+                sys.stderr.flush()
+            losses = LossReporter(probe)
+            pipeline.stats.kernel = lambda: losses.reported
+            next_stats = time.monotonic() + config.stats_interval
+            pipeline.start()
+            # Each session makes a few short-lived tuples that reference counting
+            # frees; frequent cyclic collections would only rescan the long-lived
+            # objects. Collect rarely, and never rescan what start-up built.
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 100)
             while not stopper.stopped:
                 records = probe.read()
                 if records:
@@ -294,10 +294,13 @@ def run(config: Config) -> int:
                 if config.stats_interval and time.monotonic() >= next_stats:
                     next_stats += config.stats_interval
                     sys.stderr.write(pipeline.stats.line())
-            pipeline.handle(probe.drain())
+            # Everything already in the ring buffer; then detach before the flush,
+            # so sessions closing meanwhile are not counted as lost.
+            while records := probe.drain():
+                pipeline.handle(records)
             losses.check(final=True)
-        finally:
-            pipeline.shutdown()
+    finally:
+        pipeline.shutdown()
     if config.prints_summary:
         sys.stderr.write(pipeline.stats.line())
     return 0
