@@ -10,6 +10,7 @@ encoding, sending and retrying run in the exporters' worker threads.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -53,6 +54,7 @@ class Pipeline:
         self.records: RecordBuilder | None = None
         self.exporters: dict[str, QueuedExporter] = {}
         self.senders: list[OtlpGrpcSender] = []
+        self._locks: list[int] = []  # spool directory locks, held until exit
         if config.format == "table" and not config.otlp:
             return
         # One clock and one set of ids per session, whichever outputs share them.
@@ -90,6 +92,15 @@ class Pipeline:
             check_directory(directory)
         except SpoolDirectoryError as exc:
             raise UsageError(str(exc)) from None
+        # One agent per spool: a second writer would corrupt it. The kernel
+        # drops the lock when we exit, however we exit.
+        lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise UsageError(f"spool directory {directory} is in use by another otel-tcplife") from None
+        self._locks.append(lock)
         return Spool(directory, max_bytes=settings.max_bytes // signals, fsync=settings.fsync,
                      full_policy=settings.full_policy, log=lambda m: _log(f"{signal} spool: {m}"))
 

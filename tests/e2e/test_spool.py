@@ -121,3 +121,15 @@ def test_unsafe_or_useless_spool_settings_exit_2(tmp_path):
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_a_second_agent_on_the_same_spool_is_refused(start_agent, receiver, tmp_path):
+    import subprocess
+    import sys
+    first = spool_agent(start_agent, receiver.endpoint, 1, tmp_path / "spool")
+    result = subprocess.run([sys.executable, "-m", "otel_tcplife", "--format", "none", "--otlp-endpoint",
+                             receiver.endpoint, "--spool-dir", str(tmp_path / "spool")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is in use by another otel-tcplife" in result.stderr
+    assert first.stop()[0] == 0
