@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .output.otlp import OtlpSettings
+from .otlp_config import OtlpSettings
 from .output.table import TableStyle
 from .probe import ProbeSettings
 

@@ -14,12 +14,29 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from .errors import UsageError
-from .output.otlp import OtlpSettings
 
 SIGNALS = ("logs", "traces")
 DEFAULT_PORT = 4317
 TRUE_VALUES = ("true", "1", "yes")
 HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")  # gRPC metadata keys: lowercase token characters
+
+
+@dataclass(frozen=True)
+class OtlpSettings:
+    """Where and how to export one signal. Header values are secrets: never print them."""
+
+    target: str  # host:port for grpc
+    secure: bool
+    root_certificates: bytes | None = None  # None: the system's roots
+    client_key: bytes | None = None
+    client_certificate: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    compression: str = "none"  # none | gzip
+    timeout: float = 10.0
+
+    def __repr__(self) -> str:  # keep header values and keys out of any log
+        return (f"OtlpSettings(target={self.target!r}, secure={self.secure}, "
+                f"headers=<{len(self.headers)} hidden>, compression={self.compression!r})")
 
 
 @dataclass(frozen=True)

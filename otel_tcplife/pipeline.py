@@ -16,18 +16,12 @@ import sys
 import threading
 from typing import BinaryIO, TextIO
 
+from .clock import WallClock
 from .config import Config
-from .delivery import QueuedExporter, RetryPolicy, Spool, SpoolDirectoryError, check_directory
+from .enrich import ProcessNames
 from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
-from .output.otlp import OtlpGrpcSender
-from .output.otlp_json import OtlpJsonEncoder
-from .output.otlp_wire import WireEncoder
 from .output.table import TableWriter
-from .clock import WallClock
-from .enrich import ProcessNames
-from .record import RecordBuilder
-from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
 from .session import Decoder
 from .stats import Stats
 
@@ -50,10 +44,10 @@ class Pipeline:
         self.table = TableWriter(stdout, config.table) if config.format == "table" else None
         self.stdout: BinaryIO = stdout.buffer
         self.ndjson: NdjsonEncoder | None = None
-        self.stdout_encoder: OtlpJsonEncoder | None = None  # OTLP/JSON, from records
-        self.records: RecordBuilder | None = None
-        self.exporters: dict[str, QueuedExporter] = {}
-        self.senders: list[OtlpGrpcSender] = []
+        self.stdout_encoder = None  # an OtlpJsonEncoder, writing records
+        self.records = None  # a RecordBuilder, when an output needs records
+        self.exporters: dict = {}  # signal -> QueuedExporter
+        self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
         self._locks: list[int] = []  # spool directory locks, held until exit
         if config.format == "table" and not config.otlp:
             return
@@ -62,8 +56,18 @@ class Pipeline:
         names = ProcessNames()
         if config.format == "ndjson":
             self.ndjson = NdjsonEncoder(names)
-        if config.format in ("otlp-json", "otlp-json-traces") or config.otlp:
-            self.records = RecordBuilder(self.clock, names)
+        if config.format == "ndjson" and not config.otlp:
+            return
+        # The OpenTelemetry, protobuf and gRPC modules are imported only by the
+        # outputs that use them: the table and NDJSON start faster and smaller.
+        from .delivery import QueuedExporter, RetryPolicy
+        from .output.otlp import OtlpGrpcSender
+        from .output.otlp_json import OtlpJsonEncoder
+        from .output.otlp_wire import WireEncoder
+        from .record import RecordBuilder
+        from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
+
+        self.records = RecordBuilder(self.clock, names)
         resource = build_resource()
         if config.format in ("otlp-json", "otlp-json-traces"):
             signal = "logs" if config.format == "otlp-json" else "traces"
@@ -84,7 +88,9 @@ class Pipeline:
                 )
                 self.stats.exporters[signal] = self.exporters[signal].stats
 
-    def _open_spool(self, signal: str, signals: int) -> Spool:
+    def _open_spool(self, signal: str, signals: int):
+        from .delivery import Spool, SpoolDirectoryError, check_directory
+
         settings = self.config.spool
         directory = os.path.join(settings.directory, signal)
         try:

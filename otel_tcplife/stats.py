@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import orjson
 
-from .delivery import ExporterStats
+if TYPE_CHECKING:
+    from .delivery import ExporterStats
 
 
 @dataclass

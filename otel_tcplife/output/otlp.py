@@ -11,7 +11,6 @@ OTLP rules (opentelemetry-proto docs/specification.md):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 # gRPC core writes its own INFO lines to stderr unless told otherwise; ours say what matters.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -22,6 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 
 from ..delivery import PermanentError, RetryableError, SendResult  # noqa: E402
+from ..otlp_config import OtlpSettings  # noqa: E402
 
 RETRYABLE_CODES = frozenset({
     grpc.StatusCode.CANCELLED,
@@ -39,24 +39,6 @@ SERVICES = {
     "traces": ("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                ExportTraceServiceResponse, "rejected_spans"),
 }
-
-
-@dataclass(frozen=True)
-class OtlpSettings:
-    """Where and how to export one signal. Header values are secrets: never print them."""
-
-    target: str  # host:port for grpc
-    secure: bool
-    root_certificates: bytes | None = None  # None: the system's roots
-    client_key: bytes | None = None
-    client_certificate: bytes | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    compression: str = "none"  # none | gzip
-    timeout: float = 10.0
-
-    def __repr__(self) -> str:  # keep header values and keys out of any log
-        return (f"OtlpSettings(target={self.target!r}, secure={self.secure}, "
-                f"headers=<{len(self.headers)} hidden>, compression={self.compression!r})")
 
 
 def retry_delay(error: grpc.RpcError) -> float | None:
