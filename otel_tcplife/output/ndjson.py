@@ -20,7 +20,7 @@ import orjson
 
 from .. import abi
 from ..enrich import ProcessNames
-from ..record import EVENT_NAME
+from ..record import EVENT_NAME, NETWORK_TYPE, ROLES
 from ..session import Session
 
 CACHE_LIMIT = 8192
@@ -35,8 +35,8 @@ TEMPLATES = {
     abi.ROLE_SERVER: _HEAD + _CLIENT_SERVER + _TAIL,
     abi.ROLE_UNKNOWN: _HEAD + _TAIL,
 }
-ROLE_NAMES = {abi.ROLE_CLIENT: "client", abi.ROLE_SERVER: "server", abi.ROLE_UNKNOWN: "unknown"}
-NETWORK_TYPES = {4: "ipv4", 6: "ipv6"}
+ROLE_NAMES = {role: name for role, (_, _, name) in ROLES.items()}  # tcplife.role values
+NETWORK_TYPES = {family: name for family, (_, name) in NETWORK_TYPE.items()}
 
 
 class Rfc3339:
