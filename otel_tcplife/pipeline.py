@@ -1,11 +1,13 @@
 """The pipeline, composed in one place: raw events -> sessions -> outputs.
 
     probe batch ─▶ Decoder ─▶ sessions ─▶ table (classic)
-                                       └▶ RecordBuilder ─▶ NDJSON | OTLP-JSON on stdout
-                                                        └▶ QueuedExporter per signal ─▶ OTLP/gRPC
+                                       ├▶ NdjsonEncoder ─▶ NDJSON on stdout
+                                       ├▶ RecordBuilder ─▶ OTLP-JSON on stdout
+                                       └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
 
-The reading thread only decodes, builds records and hands them on; OTLP
-encoding, sending and retrying run in the exporters' worker threads.
+The reading thread encodes each session's OTLP log record and span (the
+exporters' queues hold those bytes); batching into requests, sending and
+retrying run in the exporters' worker threads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import os
 import sys
 import threading
+import time
 from typing import BinaryIO, TextIO
 
 from .clock import WallClock
@@ -45,7 +48,8 @@ class Pipeline:
         self.stdout: BinaryIO = stdout.buffer
         self.ndjson: NdjsonEncoder | None = None
         self.stdout_encoder = None  # an OtlpJsonEncoder, writing records
-        self.records = None  # a RecordBuilder, when an output needs records
+        self.records = None  # a RecordBuilder, for OTLP-JSON
+        self.frames = None  # a SessionFrames, for OTLP/gRPC
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
         self._locks: list[int] = []  # spool directory locks, held until exit
@@ -63,16 +67,18 @@ class Pipeline:
         from .delivery import QueuedExporter, RetryPolicy
         from .output.otlp import OtlpGrpcSender
         from .output.otlp_json import OtlpJsonEncoder
+        from .output.otlp_frames import SessionFrames
         from .output.otlp_wire import WireEncoder
         from .record import RecordBuilder
         from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
 
-        self.records = RecordBuilder(self.clock, names)
         resource = build_resource()
         if config.format in ("otlp-json", "otlp-json-traces"):
             signal = "logs" if config.format == "otlp-json" else "traces"
+            self.records = RecordBuilder(self.clock, names)
             self.stdout_encoder = OtlpJsonEncoder(resource_json(resource), scope_json(), signal)
         if config.otlp:
+            self.frames = SessionFrames(names)
             protos = WireEncoder(resource_proto(resource), scope_proto())
             d = config.delivery
             for signal, settings in config.otlp.items():
@@ -80,7 +86,7 @@ class Pipeline:
                 sender = OtlpGrpcSender(settings, signal)
                 self.senders.append(sender)
                 self.exporters[signal] = QueuedExporter(
-                    signal, protos.encoder_for(signal), sender,
+                    signal, protos.requests, sender,
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
                     retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
@@ -121,21 +127,24 @@ class Pipeline:
         self.stats.sessions_observed += len(sessions)
         if self.table:
             self.table.write(sessions)
-        if self.ndjson is None and self.records is None:
+        if self.ndjson is None and self.records is None and self.frames is None:
             return
         ids = os.urandom(24 * len(sessions))
         offset = self.clock.offset()
         if self.ndjson:
             self.stdout.write(self.ndjson.encode(sessions, ids, offset))
             self.stdout.flush()
-        if self.records is None:
-            return
-        records = self.records.build(sessions, ids, offset)
-        if self.stdout_encoder:
-            self.stdout.write(self.stdout_encoder.encode(records))
+        if self.records:
+            self.stdout.write(self.stdout_encoder.encode(self.records.build(sessions, ids, offset)))
             self.stdout.flush()
-        for exporter in self.exporters.values():
-            exporter.offer(records)
+        if self.frames:
+            logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
+            log_records, spans = self.frames.encode(sessions, ids, offset, time.time_ns(),
+                                                    logs=logs is not None, spans=traces is not None)
+            if logs:
+                logs.offer(log_records)
+            if traces:
+                traces.offer(spans)
 
     def shutdown(self) -> None:
         """Flush the exporters within the deadline (in parallel), then close the channels."""

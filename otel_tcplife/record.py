@@ -93,11 +93,11 @@ class RecordBuilder:
         return attributes
 
     def build(self, sessions: Sequence[Session], ids: bytes | None = None,
-              offset: int | None = None) -> list[SessionRecord]:
-        """Records for sessions; ids (24 random bytes per session: trace id, span id)
-        and the clock offset may be given, so other outputs can share them."""
+              offset: int | None = None, observed: int | None = None) -> list[SessionRecord]:
+        """Records for sessions; ids (24 random bytes per session: trace id, span id),
+        the clock offset and the observed time may be given, so other outputs can share them."""
         offset = self.clock.offset() if offset is None else offset
-        observed = time.time_ns()
+        observed = time.time_ns() if observed is None else observed
         ids = os.urandom(24 * len(sessions)) if ids is None else ids
         process_attributes = self._process_attributes
         roles = ROLES

@@ -409,11 +409,8 @@ class WireEncoder:
         return self._request(self._spans(records))
 
     def encoder_for(self, signal: str) -> Callable[[list[SessionRecord]], list[tuple[bytes, int]]]:
-        """records -> serialized requests, each under MAX_REQUEST_BYTES, with its record count.
-
-        Records are packed greedily, in order; a record too big on its own goes alone, as in
-        ProtoEncoder. Each record is encoded once, however the batch is split.
-        """
+        """records -> serialized requests, each under MAX_REQUEST_BYTES, with its record count
+        (see requests). Each record is encoded once, however the batch is split."""
         logs = signal == "logs"
         frame = self._log_records if logs else self._spans
         self._signals.add("logs" if logs else "traces")
@@ -421,19 +418,24 @@ class WireEncoder:
             self._shared = {}
 
         def encode(records: list[SessionRecord]) -> list[tuple[bytes, int]]:
-            framed = frame(records)
-            limit = otlp_proto.MAX_REQUEST_BYTES
-            size = sum(map(len, framed))
-            if self._request_size(size) <= limit:
-                return [(self._request(framed, size), len(framed))]
-            requests = []
-            start, size = 0, 0
-            for i, n in enumerate(map(len, framed)):
-                if i > start and self._request_size(size + n) > limit:
-                    requests.append((self._request(framed[start:i]), i - start))
-                    start, size = i, 0
-                size += n
-            requests.append((self._request(framed[start:]), len(framed) - start))
-            return requests
+            return self.requests(frame(records))
 
         return encode
+
+    def requests(self, framed: list[bytes]) -> list[tuple[bytes, int]]:
+        """Framed records (of one signal) -> requests, each under MAX_REQUEST_BYTES, with their
+        record counts. Packed greedily, in order; a record too big on its own goes alone, as in
+        ProtoEncoder."""
+        limit = otlp_proto.MAX_REQUEST_BYTES
+        size = sum(map(len, framed))
+        if self._request_size(size) <= limit:
+            return [(self._request(framed, size), len(framed))]
+        requests = []
+        start, size = 0, 0
+        for i, n in enumerate(map(len, framed)):
+            if i > start and self._request_size(size + n) > limit:
+                requests.append((self._request(framed[start:i]), i - start))
+                start, size = i, 0
+            size += n
+        requests.append((self._request(framed[start:]), len(framed) - start))
+        return requests

@@ -1,0 +1,181 @@
+"""Sessions straight to framed OTLP LogRecords and Spans: the agent's OTLP hot path.
+
+`SessionFrames.encode` writes, for each session, the bytes of one ScopeLogs.log_records entry
+and one ScopeSpans.spans entry (tag 0x12, length, message): what ProtoEncoder would serialize
+for the SessionRecord RecordBuilder makes of it, byte for byte (tests/unit/test_otlp_frames.py),
+without building the record. `WireEncoder.requests` then wraps a batch of them in a request.
+
+Why not records: building a SessionRecord's attribute pairs and encoding them again costs about
+twice as much as this. Here every attribute is one cached piece (constant keys and values,
+addresses, the process, the error), or a key head plus the value's varint / double. The
+attributes are encoded once and joined twice, once per signal: a KeyValue is the same message in
+a LogRecord and a Span, only the field tag in front differs. Field layouts: otlp_wire.py.
+
+The attribute order is RecordBuilder's (record.py): network.transport, network.type, local and
+peer address and port, client and server address and port (client and server roles), process.pid,
+process.executable.name, thread.name, tcplife.role, bytes sent and received, duration, error.type.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Sequence
+
+from .. import abi
+from ..enrich import ProcessNames
+from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, format_bytes
+from ..session import Session
+from .otlp_wire import (
+    _EVENT_NAME, _LOG_FIXED, _LOG_ATTRIBUTES, _SPAN_ATTRIBUTES, _VARINTS, _delimited, _double_head,
+    _int_heads_for, _int64_varint, _log_head, _log_record, _log_tail, _name_kind, _status, _string_piece,
+    varint,
+)
+
+CACHE_LIMIT = 65536  # entries in the address and process caches; a full cache is cleared
+
+# Log body: `comm client -> server tx= rx= ms [error]`, as record.log_body writes it.
+_BODY = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
+_pack_double = struct.Struct("<d").pack
+_fixed64 = struct.Struct("<Q").pack
+
+
+def _piece(key: str, value: str) -> bytes:
+    return _string_piece((key, value))
+
+
+_TRANSPORT = _piece(*TRANSPORT)
+_NETWORK_TYPES = {family: _piece(*attribute) for family, attribute in NETWORK_TYPE.items()}
+# role -> (span name + kind for the span head, tcplife.role piece, kind)
+_ROLES = {role: (_name_kind(name, kind), _piece("tcplife.role", role_name), kind)
+          for role, (name, kind, role_name) in ROLES.items()}
+_KIND_SERVER = ROLES[abi.ROLE_SERVER][1]
+# Heads of int attributes, indexed by the value's varint length.
+_LOCAL_PORT, _PEER_PORT, _CLIENT_PORT, _SERVER_PORT, _SENT, _RECEIVED = (
+    _int_heads_for(key) for key in ("network.local.port", "network.peer.port", "client.port", "server.port",
+                                    "tcplife.bytes_sent", "tcplife.bytes_received"))
+_DURATION = _double_head("tcplife.duration_ms")
+_ADDRESS_KEYS = ("network.local.address", "network.peer.address", "client.address", "server.address")
+
+
+def _count(value: int) -> bytes:
+    """A byte counter's varint (always >= 0 from the kernel; negative ones as int64 would be)."""
+    if 0 <= value < 1 << 16:
+        return _VARINTS[value]
+    return _int64_varint(value)
+
+
+class SessionFrames:
+    def __init__(self, names: ProcessNames | None = None) -> None:
+        self.names = names or ProcessNames()
+        self._addresses: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}  # local, peer, client, server
+        self._processes: dict[tuple[int, str], tuple[bytes, bytes, bytes]] = {}
+        self._errors: dict[int, tuple[bytes, str, bytes]] = {}  # errno -> piece, error.type, span status
+
+    def _address(self, address: str) -> tuple[bytes, bytes, bytes, bytes]:
+        if len(self._addresses) >= CACHE_LIMIT:
+            self._addresses.clear()
+        pieces = self._addresses[address] = tuple(_piece(key, address) for key in _ADDRESS_KEYS)
+        return pieces
+
+    def _process(self, pid: int, comm: str) -> tuple[bytes, bytes, bytes]:
+        if len(self._processes) >= CACHE_LIMIT:
+            self._processes.clear()
+        pid_value = _int64_varint(pid)
+        pieces = self._processes[(pid, comm)] = (
+            _int_heads_for("process.pid")[len(pid_value)] + pid_value,
+            _piece("process.executable.name", self.names.executable_name(pid, comm)),
+            _piece("thread.name", comm),
+        )
+        return pieces
+
+    def _error(self, error: int) -> tuple[bytes, str, bytes]:
+        name = errno.errorcode.get(error, str(error))
+        entry = self._errors[error] = (_piece("error.type", name), name, _status(name))
+        return entry
+
+    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int,
+               logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:
+        """(framed log records, framed spans) for sessions, each list empty when not asked for.
+
+        ids: 24 random bytes per session (trace id, span id); offset: monotonic -> Unix ns;
+        observed: the log records' observed time, Unix ns (as RecordBuilder.build)."""
+        addresses, processes, errors = self._addresses, self._processes, self._errors
+        address, process, error_entry = self._address, self._process, self._error
+        roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
+        types = _NETWORK_TYPES
+        log_tag, span_tag = _LOG_ATTRIBUTES, _SPAN_ATTRIBUTES
+        varints = _VARINTS
+        log_out: list[bytes] = []
+        span_out: list[bytes] = []
+        j = 0
+        # One flat loop: a function call per session or attribute would cost as much as a field.
+        for pid, comm, family, la, lp, ra, rp, tx, rx, birth, close, role, error, _, _ in sessions:
+            trace_id, span_id = ids[j:j + 16], ids[j + 16:j + 24]
+            j += 24
+            start, end = birth + offset, close + offset
+            local = addresses.get(la) or address(la)
+            peer = addresses.get(ra) or address(ra)
+            lv, rv = varints[lp], varints[rp]  # ports: always < 2**16
+            name_kind, role_piece, kind = roles.get(role) or unknown_role
+            duration = (close - birth) / 1e6
+            tx_value, rx_value = _count(tx), _count(rx)
+            pieces = [b"", _TRANSPORT, types[family], local[0], _LOCAL_PORT[len(lv)] + lv,
+                      peer[1], _PEER_PORT[len(rv)] + rv]
+            if role == abi.ROLE_CLIENT:
+                pieces += (local[2], _CLIENT_PORT[len(lv)] + lv, peer[3], _SERVER_PORT[len(rv)] + rv)
+            elif role == abi.ROLE_SERVER:
+                pieces += (peer[2], _CLIENT_PORT[len(rv)] + rv, local[3], _SERVER_PORT[len(lv)] + lv)
+            pieces += processes.get((pid, comm)) or process(pid, comm)
+            pieces += (role_piece, _SENT[len(tx_value)] + tx_value, _RECEIVED[len(rx_value)] + rx_value,
+                       _DURATION + _pack_double(duration))
+            if error:
+                error_piece, error_type, status = errors.get(error) or error_entry(error)
+                pieces.append(error_piece)
+            else:
+                error_type, status = "", b""
+
+            if logs:
+                block = log_tag.join(pieces)
+                # record.log_body, inlined
+                if kind == _KIND_SERVER:
+                    body_args = (comm, ra, rp, la, lp)
+                else:
+                    body_args = (comm, la, lp, ra, rp)
+                body = _BODY[family] % (*body_args, f"{tx}B" if 0 <= tx < 1024 else format_bytes(tx),
+                                        f"{rx}B" if 0 <= rx < 1024 else format_bytes(rx), duration)
+                if error_type:
+                    body = f"{body} {error_type}"
+                body = body.encode()
+                n = len(body)
+                if n < 126 and end > 0 and observed > 0:  # the fast path, as in WireEncoder._log_records
+                    size = _LOG_FIXED + n + len(block)
+                    log_out.append(b"".join((
+                        b"\x12", varints[size] if size < 1 << 16 else varint(size),
+                        _log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
+                        block,
+                        _log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
+                        _EVENT_NAME,
+                    )))
+                else:
+                    log_out.append(_delimited(b"\x12", _log_record(end, observed, body, trace_id, span_id, block)))
+            if spans:
+                block = span_tag.join(pieces)
+                field, pack_head, head_size = name_kind
+                if start > 0 and end > 0:
+                    size = head_size + len(block) + len(status)
+                    span_out.append(b"".join((
+                        b"\x12", varints[size] if size < 1 << 16 else varint(size),
+                        pack_head(0x0a, 16, trace_id, 0x12, 8, span_id, field, 0x39, start, 0x41, end),
+                        block,
+                        status,
+                    )))
+                else:  # a zero time is left out (proto3)
+                    span_out.append(_delimited(b"\x12", b"".join((
+                        b"\x0a\x10", trace_id, b"\x12\x08", span_id, field,
+                        b"\x39" + _fixed64(start) if start else b"",
+                        b"\x41" + _fixed64(end) if end else b"",
+                        block,
+                        status,
+                    ))))
+        return log_out, span_out
