@@ -1,16 +1,17 @@
-"""Micro-benchmark: OTLP protobuf encoding per session, ProtoEncoder vs WireEncoder (logs + traces).
+"""Micro-benchmark: OTLP protobuf encoding per session, the record path vs SessionFrames (logs + traces).
 
     .venv/bin/python bench/encode.py [--sessions 20000] [--batch 2048] [--rounds 5] [--seed 1]
 
 Synthetic sessions like the ones bench/storm.py makes (loopback client + server ends, ephemeral
-ports, a few pids and comms), plus some IPv6, remote peers and failed connects, turned into
-SessionRecords by RecordBuilder. Each round builds FRESH sessions (new ports, byte counts,
-durations, so per-session values are not already cached), then times each encoder as the
-exporters use it: `encoder_for("logs")` and `encoder_for("traces")` on batches of --batch
-records (the default batch size). Logs first, then traces, batch by batch, as two exporters
-running in step would. Prints µs per session (both signals; best and median round) and how much
-of it is log_body(), the log line both encoders have to build; checks that both encoders
-produce the same bytes.
+ports, a few pids and comms), plus some IPv6, remote peers and failed connects. Each round builds
+FRESH sessions (new ports, byte counts, durations, so per-session values are not already cached),
+then times, from sessions to serialized requests for both signals, batch by batch (--batch, the
+default batch size):
+- records + ProtoEncoder: RecordBuilder's SessionRecords, then the generated protobuf classes
+  (the readable reference, and what the agent did before SessionFrames);
+- SessionFrames + WireEncoder: what the agent does (frames in the reading thread, requests in
+  the exporters).
+Prints µs per session (best and median round) and checks that both produce the same bytes.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from otel_tcplife import abi  # noqa: E402
 from otel_tcplife.enrich import ProcessNames  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
+from otel_tcplife.output.otlp_frames import SessionFrames  # noqa: E402
 from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
-from otel_tcplife.record import RecordBuilder, log_body  # noqa: E402
+from otel_tcplife.record import RecordBuilder  # noqa: E402
 from otel_tcplife.resource import build_resource, resource_proto, scope_proto  # noqa: E402
 from otel_tcplife.session import Session  # noqa: E402
 
@@ -73,20 +75,33 @@ def sessions(n: int, rng: random.Random) -> list[Session]:
     return out
 
 
-def batches(records, size):
-    return [records[i:i + size] for i in range(0, len(records), size)]
+def batches(items, size):
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def run(encoder, records, batch) -> tuple[float, list]:
-    logs, traces = encoder.encoder_for("logs"), encoder.encoder_for("traces")
+OBSERVED = 1_800_000_000_000_000_000
+
+
+def run_records(builder: RecordBuilder, proto: ProtoEncoder, sessions_, ids, batch) -> tuple[float, list]:
     gc.collect()
     start = time.perf_counter_ns()
     out = []
-    for b in batches(records, batch):
-        out += logs(b)
-        out += traces(b)
-    elapsed = time.perf_counter_ns() - start
-    return elapsed / 1e3 / len(records), out
+    for i, b in enumerate(batches(sessions_, batch)):
+        records = builder.build(b, ids[24 * batch * i:], 0, OBSERVED)
+        out.append(proto.logs_request(records).SerializeToString())
+        out.append(proto.traces_request(records).SerializeToString())
+    return (time.perf_counter_ns() - start) / 1e3 / len(sessions_), out
+
+
+def run_frames(frames: SessionFrames, wire: WireEncoder, sessions_, ids, batch) -> tuple[float, list]:
+    gc.collect()
+    start = time.perf_counter_ns()
+    out = []
+    for i, b in enumerate(batches(sessions_, batch)):
+        logs, spans = frames.encode(b, ids[24 * batch * i:], 0, OBSERVED)
+        out += (payload for payload, _ in wire.requests(logs))
+        out += (payload for payload, _ in wire.requests(spans))
+    return (time.perf_counter_ns() - start) / 1e3 / len(sessions_), out
 
 
 def main() -> None:
@@ -98,24 +113,23 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
-    builder = RecordBuilder(names=ProcessNames(proc="/nonexistent"))
+    names = ProcessNames(proc="/nonexistent")
+    builder, frames = RecordBuilder(names=names), SessionFrames(names)
     resource, scope = resource_proto(build_resource()), scope_proto()
     proto, wire = ProtoEncoder(resource, scope), WireEncoder(resource, scope)
-    times: dict[str, list[float]] = {"ProtoEncoder": [], "WireEncoder": [], "log_body": []}
+    labels = ("records + ProtoEncoder", "SessionFrames + WireEncoder")
+    times: dict[str, list[float]] = {label: [] for label in labels}
     payload = 0
     for _ in range(args.rounds):
-        records = builder.build(sessions(args.sessions, rng))
-        us_proto, expected = run(proto, records, args.batch)
-        us_wire, got = run(wire, records, args.batch)
+        batch_sessions = sessions(args.sessions, rng)
+        ids = rng.randbytes(24 * args.sessions)
+        us_proto, expected = run_records(builder, proto, batch_sessions, ids, args.batch)
+        us_frames, got = run_frames(frames, wire, batch_sessions, ids, args.batch)
         if got != expected:
-            sys.exit("MISMATCH: WireEncoder bytes differ from ProtoEncoder's")
-        times["ProtoEncoder"].append(us_proto)
-        times["WireEncoder"].append(us_wire)
-        start = time.perf_counter_ns()
-        for r in records:
-            log_body(r)
-        times["log_body"].append((time.perf_counter_ns() - start) / 1e3 / len(records))
-        payload = sum(len(p) for p, _ in got)
+            sys.exit("MISMATCH: SessionFrames bytes differ from ProtoEncoder's")
+        times[labels[0]].append(us_proto)
+        times[labels[1]].append(us_frames)
+        payload = sum(map(len, got))
 
     best = {name: min(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
@@ -123,11 +137,10 @@ def main() -> None:
           f"{sys.version.split()[0]}; {payload / args.sessions:.0f} payload bytes/session (logs + traces); "
           f"bytes identical: yes")
     print(f"{'µs per session, logs + traces':<32}{'best':>8}{'median':>8}{'sessions/s (best, 1 core)':>28}")
-    for name in ("ProtoEncoder", "WireEncoder"):
+    for name in labels:
         print(f"{name:<32}{best[name]:>8.2f}{median[name]:>8.2f}{1e6 / best[name]:>28,.0f}")
-    print(f"{'  log_body() alone (in both)':<32}{best['log_body']:>8.2f}{median['log_body']:>8.2f}")
-    print(f"speed-up (best): {best['ProtoEncoder'] / best['WireEncoder']:.1f}x; median: "
-          f"{median['ProtoEncoder'] / median['WireEncoder']:.1f}x")
+    print(f"speed-up (best): {best[labels[0]] / best[labels[1]]:.1f}x; median: "
+          f"{median[labels[0]] / median[labels[1]]:.1f}x")
 
 
 if __name__ == "__main__":

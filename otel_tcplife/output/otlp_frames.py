@@ -27,42 +27,38 @@ from ..enrich import ProcessNames
 from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, format_bytes
 from ..session import Session
 from .otlp_wire import (
-    _EVENT_NAME, _LOG_FIXED, _LOG_ATTRIBUTES, _SPAN_ATTRIBUTES, _VARINTS, _delimited, _double_head,
-    _int_heads_for, _int64_varint, _log_head, _log_record, _log_tail, _name_kind, _status, _string_piece,
-    varint,
+    EVENT_NAME_FIELD, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
+    int64_varint,
+    int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece, varint,
 )
 
 CACHE_LIMIT = 65536  # entries in the address and process caches; a full cache is cleared
 
 # Log body: `comm client -> server tx= rx= ms [error]`, as record.log_body writes it.
 _BODY = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
+_SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))  # "0B" .. "1023B", the usual counts
 _pack_double = struct.Struct("<d").pack
-_fixed64 = struct.Struct("<Q").pack
 
 
-def _piece(key: str, value: str) -> bytes:
-    return _string_piece((key, value))
-
-
-_TRANSPORT = _piece(*TRANSPORT)
-_NETWORK_TYPES = {family: _piece(*attribute) for family, attribute in NETWORK_TYPE.items()}
+_TRANSPORT = string_piece(*TRANSPORT)
+_NETWORK_TYPES = {family: string_piece(*attribute) for family, attribute in NETWORK_TYPE.items()}
 # role -> (span name + kind for the span head, tcplife.role piece, kind)
-_ROLES = {role: (_name_kind(name, kind), _piece("tcplife.role", role_name), kind)
+_ROLES = {role: (span_name_kind(name, kind), string_piece("tcplife.role", role_name), kind)
           for role, (name, kind, role_name) in ROLES.items()}
 _KIND_SERVER = ROLES[abi.ROLE_SERVER][1]
 # Heads of int attributes, indexed by the value's varint length.
-_LOCAL_PORT, _PEER_PORT, _CLIENT_PORT, _SERVER_PORT, _SENT, _RECEIVED = (
-    _int_heads_for(key) for key in ("network.local.port", "network.peer.port", "client.port", "server.port",
-                                    "tcplife.bytes_sent", "tcplife.bytes_received"))
-_DURATION = _double_head("tcplife.duration_ms")
+_LOCAL_PORT, _PEER_PORT, _CLIENT_PORT, _SERVER_PORT, _SENT, _RECEIVED, _PID = (
+    int_heads(key) for key in ("network.local.port", "network.peer.port", "client.port", "server.port",
+                               "tcplife.bytes_sent", "tcplife.bytes_received", "process.pid"))
+_DURATION = double_head("tcplife.duration_ms")
 _ADDRESS_KEYS = ("network.local.address", "network.peer.address", "client.address", "server.address")
 
 
 def _count(value: int) -> bytes:
     """A byte counter's varint (always >= 0 from the kernel; negative ones as int64 would be)."""
     if 0 <= value < 1 << 16:
-        return _VARINTS[value]
-    return _int64_varint(value)
+        return VARINTS[value]
+    return int64_varint(value)
 
 
 class SessionFrames:
@@ -75,23 +71,23 @@ class SessionFrames:
     def _address(self, address: str) -> tuple[bytes, bytes, bytes, bytes]:
         if len(self._addresses) >= CACHE_LIMIT:
             self._addresses.clear()
-        pieces = self._addresses[address] = tuple(_piece(key, address) for key in _ADDRESS_KEYS)
+        pieces = self._addresses[address] = tuple(string_piece(key, address) for key in _ADDRESS_KEYS)
         return pieces
 
     def _process(self, pid: int, comm: str) -> tuple[bytes, bytes, bytes]:
         if len(self._processes) >= CACHE_LIMIT:
             self._processes.clear()
-        pid_value = _int64_varint(pid)
+        pid_value = int64_varint(pid)
         pieces = self._processes[(pid, comm)] = (
-            _int_heads_for("process.pid")[len(pid_value)] + pid_value,
-            _piece("process.executable.name", self.names.executable_name(pid, comm)),
-            _piece("thread.name", comm),
+            _PID[len(pid_value)] + pid_value,
+            string_piece("process.executable.name", self.names.executable_name(pid, comm)),
+            string_piece("thread.name", comm),
         )
         return pieces
 
     def _error(self, error: int) -> tuple[bytes, str, bytes]:
         name = errno.errorcode.get(error, str(error))
-        entry = self._errors[error] = (_piece("error.type", name), name, _status(name))
+        entry = self._errors[error] = (string_piece("error.type", name), name, span_status(name))
         return entry
 
     def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int,
@@ -103,9 +99,9 @@ class SessionFrames:
         addresses, processes, errors = self._addresses, self._processes, self._errors
         address, process, error_entry = self._address, self._process, self._error
         roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
-        types = _NETWORK_TYPES
-        log_tag, span_tag = _LOG_ATTRIBUTES, _SPAN_ATTRIBUTES
-        varints = _VARINTS
+        types, bodies, small_bytes = _NETWORK_TYPES, _BODY, _SMALL_BYTES
+        log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
+        varints = VARINTS
         log_out: list[bytes] = []
         span_out: list[bytes] = []
         j = 0
@@ -138,27 +134,27 @@ class SessionFrames:
             if logs:
                 block = log_tag.join(pieces)
                 # record.log_body, inlined
+                sent = small_bytes[tx] if 0 <= tx < 1024 else format_bytes(tx)
+                received = small_bytes[rx] if 0 <= rx < 1024 else format_bytes(rx)
                 if kind == _KIND_SERVER:
-                    body_args = (comm, ra, rp, la, lp)
+                    body = bodies[family] % (comm, ra, rp, la, lp, sent, received, duration)
                 else:
-                    body_args = (comm, la, lp, ra, rp)
-                body = _BODY[family] % (*body_args, f"{tx}B" if 0 <= tx < 1024 else format_bytes(tx),
-                                        f"{rx}B" if 0 <= rx < 1024 else format_bytes(rx), duration)
+                    body = bodies[family] % (comm, la, lp, ra, rp, sent, received, duration)
                 if error_type:
                     body = f"{body} {error_type}"
                 body = body.encode()
                 n = len(body)
-                if n < 126 and end > 0 and observed > 0:  # the fast path, as in WireEncoder._log_records
-                    size = _LOG_FIXED + n + len(block)
+                if n < 126 and end > 0 and observed > 0:  # the fast path: one-byte body lengths
+                    size = LOG_FIXED_SIZE + n + len(block)
                     log_out.append(b"".join((
                         b"\x12", varints[size] if size < 1 << 16 else varint(size),
-                        _log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
+                        pack_log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
                         block,
-                        _log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
-                        _EVENT_NAME,
+                        pack_log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
+                        EVENT_NAME_FIELD,
                     )))
                 else:
-                    log_out.append(_delimited(b"\x12", _log_record(end, observed, body, trace_id, span_id, block)))
+                    log_out.append(delimited(b"\x12", log_record(end, observed, body, trace_id, span_id, block)))
             if spans:
                 block = span_tag.join(pieces)
                 field, pack_head, head_size = name_kind
@@ -171,10 +167,10 @@ class SessionFrames:
                         status,
                     )))
                 else:  # a zero time is left out (proto3)
-                    span_out.append(_delimited(b"\x12", b"".join((
+                    span_out.append(delimited(b"\x12", b"".join((
                         b"\x0a\x10", trace_id, b"\x12\x08", span_id, field,
-                        b"\x39" + _fixed64(start) if start else b"",
-                        b"\x41" + _fixed64(end) if end else b"",
+                        fixed64(b"\x39", start),
+                        fixed64(b"\x41", end),
                         block,
                         status,
                     ))))
