@@ -2,7 +2,7 @@
 
     probe batch ─▶ Decoder ─▶ sessions ─▶ table (classic)
                                        ├▶ NdjsonEncoder ─▶ NDJSON on stdout
-                                       ├▶ RecordBuilder ─▶ OTLP-JSON on stdout
+                                       ├▶ OtlpJsonEncoder ─▶ OTLP-JSON on stdout
                                        └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
 
 The reading thread encodes each session's OTLP log record and span (the
@@ -47,8 +47,7 @@ class Pipeline:
         self.table = TableWriter(stdout, config.table) if config.format == "table" else None
         self.stdout: BinaryIO = stdout.buffer
         self.ndjson: NdjsonEncoder | None = None
-        self.stdout_encoder = None  # an OtlpJsonEncoder, writing records
-        self.records = None  # a RecordBuilder, for OTLP-JSON
+        self.otlp_json = None  # an OtlpJsonEncoder
         self.frames = None  # a SessionFrames, for OTLP/gRPC
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
@@ -69,14 +68,12 @@ class Pipeline:
         from .output.otlp_json import OtlpJsonEncoder
         from .output.otlp_frames import SessionFrames
         from .output.otlp_wire import WireEncoder
-        from .record import RecordBuilder
         from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
 
         resource = build_resource()
         if config.format in ("otlp-json", "otlp-json-traces"):
             signal = "logs" if config.format == "otlp-json" else "traces"
-            self.records = RecordBuilder(self.clock, names)
-            self.stdout_encoder = OtlpJsonEncoder(resource_json(resource), scope_json(), signal)
+            self.otlp_json = OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names)
         if config.otlp:
             self.frames = SessionFrames(names)
             protos = WireEncoder(resource_proto(resource), scope_proto())
@@ -127,19 +124,21 @@ class Pipeline:
         self.stats.sessions_observed += len(sessions)
         if self.table:
             self.table.write(sessions)
-        if self.ndjson is None and self.records is None and self.frames is None:
+        if self.ndjson is None and self.otlp_json is None and self.frames is None:
             return
+        # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
         ids = os.urandom(24 * len(sessions))
         offset = self.clock.offset()
+        observed = time.time_ns()
         if self.ndjson:
             self.stdout.write(self.ndjson.encode(sessions, ids, offset))
             self.stdout.flush()
-        if self.records:
-            self.stdout.write(self.stdout_encoder.encode(self.records.build(sessions, ids, offset)))
+        if self.otlp_json:
+            self.stdout.write(self.otlp_json.encode(sessions, ids, offset, observed))
             self.stdout.flush()
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
-            log_records, spans = self.frames.encode(sessions, ids, offset, time.time_ns(),
+            log_records, spans = self.frames.encode(sessions, ids, offset, observed,
                                                     logs=logs is not None, spans=traces is not None)
             if logs:
                 logs.offer(log_records)

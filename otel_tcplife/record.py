@@ -1,8 +1,11 @@
 """SessionRecord: a closed session as OpenTelemetry sees it (the record contract).
 
-Built once per session, then encoded by every output (NDJSON, OTLP-JSON, OTLP
-protobuf). Attribute names follow the semantic conventions; see
-README.md "Record contract".
+RecordBuilder is the contract in readable form. The outputs write the same
+records straight from sessions, through templates and precomputed bytes
+(NDJSON, OTLP-JSON, OTLP protobuf: per session, building the record first
+would cost as much as encoding it); tests check every output against
+RecordBuilder's records. Attribute names follow the semantic conventions;
+see README.md "Record contract".
 """
 
 from __future__ import annotations

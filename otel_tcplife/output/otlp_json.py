@@ -3,65 +3,140 @@
 Each line is one LogsData (or one TracesData) object per batch: lowerCamelCase
 keys, hex trace and span ids, 64-bit integers as decimal strings, enums as
 integers. One signal per stream.
+
+Written from sessions through per-role templates, as NDJSON is: the records
+are the ones RecordBuilder describes (tests parse the lines back into the
+protobuf messages ProtoEncoder builds from those records and compare). Only
+process names can need JSON escaping; they are escaped once per (pid, comm).
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Sequence
 
 import orjson
 
-from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord, log_body
-from ..resource import json_value
+from .. import abi
+from ..enrich import ProcessNames
+from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, format_bytes
+from ..session import Session
 
+CACHE_LIMIT = 8192
 STATUS_CODE_ERROR = 2
 
 
-def _attributes(attributes: tuple[tuple[str, object], ...]) -> list[dict]:
-    return [{"key": key, "value": json_value(value)} for key, value in attributes]
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _string_attribute(key: str, value: str) -> str:
+    return _json({"key": key, "value": {"stringValue": value}})
+
+
+def _int_template(key: str) -> str:
+    return '{"key":"%s","value":{"intValue":"%%d"}}' % key
+
+
+def _address_port(address_key: str, port_key: str) -> str:
+    return '{"key":"%s","value":{"stringValue":"%%s"}},%s' % (address_key, _int_template(port_key))
+
+
+# Attributes in RecordBuilder's order. Addresses come from inet_ntop: nothing to escape.
+_NETWORK = (_address_port("network.local.address", "network.local.port") + "," +
+            _address_port("network.peer.address", "network.peer.port"))
+_CLIENT_SERVER = "," + _address_port("client.address", "client.port") + "," + _address_port("server.address",
+                                                                                             "server.port")
+_TAIL = (",%s,%s," + _int_template("tcplife.bytes_sent") + "," + _int_template("tcplife.bytes_received") +
+         ',{"key":"tcplife.duration_ms","value":{"doubleValue":%r}}%s')
+_HEAD = _string_attribute(*TRANSPORT) + ",%s," + _NETWORK
+ATTRIBUTES = {  # role -> template
+    abi.ROLE_CLIENT: _HEAD + _CLIENT_SERVER + _TAIL,
+    abi.ROLE_SERVER: _HEAD + _CLIENT_SERVER + _TAIL,
+    abi.ROLE_UNKNOWN: _HEAD + _TAIL,
+}
+NETWORK_TYPES = {family: _string_attribute(*attribute) for family, attribute in NETWORK_TYPE.items()}
+# role -> (span name and kind, tcplife.role attribute)
+SPAN_ROLES = {role: ('"name":%s,"kind":%d' % (_json(name), kind), _string_attribute("tcplife.role", role_name))
+              for role, (name, kind, role_name) in ROLES.items()}
+
+LOG = ('{"timeUnixNano":"%d","observedTimeUnixNano":"%d","severityNumber":' + str(SEVERITY_INFO) +
+       ',"body":{"stringValue":"%s"},"attributes":[%s],"traceId":"%s","spanId":"%s","eventName":' +
+       _json(EVENT_NAME) + '}')
+SPAN = '{"traceId":"%s","spanId":"%s",%s,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[%s]%s}'
+# Log body: `comm client -> server tx= rx= ms [error]`, as record.log_body writes it.
+BODIES = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
+SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))
 
 
 class OtlpJsonEncoder:
-    def __init__(self, resource: dict, scope: dict, signal: str = "logs") -> None:
-        self.resource = resource
-        self.scope = scope
+    def __init__(self, resource: dict, scope: dict, signal: str = "logs", names: ProcessNames | None = None) -> None:
         self.signal = signal
+        self.names = names or ProcessNames()
+        envelope = ('{"resourceLogs":[{"resource":%s,"scopeLogs":[{"scope":%s,"logRecords":['
+                    if signal == "logs" else '{"resourceSpans":[{"resource":%s,"scopeSpans":[{"scope":%s,"spans":[')
+        self._head = envelope % (_json(resource), _json(scope))
+        self._processes: dict[tuple[int, str], tuple[str, str]] = {}  # -> (attributes, comm escaped)
+        self._errors: dict[int, tuple[str, str, str]] = {}  # -> (attribute, error.type, span status)
 
-    def encode(self, records: Sequence[SessionRecord]) -> bytes:
-        if not records:
+    def _process(self, pid: int, comm: str) -> tuple[str, str]:
+        if len(self._processes) >= CACHE_LIMIT:
+            self._processes.clear()
+        entry = self._processes[(pid, comm)] = (
+            '{"key":"process.pid","value":{"intValue":"%d"}},%s,%s' % (
+                pid, _string_attribute("process.executable.name", self.names.executable_name(pid, comm)),
+                _string_attribute("thread.name", comm)),
+            _json(comm)[1:-1],
+        )
+        return entry
+
+    def _error(self, error: int) -> tuple[str, str, str]:
+        name = errno.errorcode.get(error, str(error))
+        entry = self._errors[error] = ("," + _string_attribute("error.type", name), " " + name,
+                                       ',"status":' + _json({"code": STATUS_CODE_ERROR, "message": name}))
+        return entry
+
+    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> bytes:
+        """One line for the sessions, b"" for none; ids holds 24 random bytes per session (trace
+        id, span id), offset turns monotonic times into Unix ns, observed is the log records'
+        observed time (as RecordBuilder.build)."""
+        if not sessions:
             return b""
-        if self.signal == "logs":
-            data = {"resourceLogs": [{"resource": self.resource, "scopeLogs": [
-                {"scope": self.scope, "logRecords": [self._log(r) for r in records]}]}]}
-        else:
-            data = {"resourceSpans": [{"resource": self.resource, "scopeSpans": [
-                {"scope": self.scope, "spans": [self._span(r) for r in records]}]}]}
-        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
-
-    @staticmethod
-    def _log(r: SessionRecord) -> dict:
-        return {
-            "timeUnixNano": str(r.end_ns),
-            "observedTimeUnixNano": str(r.observed_ns),
-            "severityNumber": SEVERITY_INFO,
-            "body": {"stringValue": log_body(r)},
-            "attributes": _attributes(r.attributes),
-            "traceId": r.trace_id.hex(),
-            "spanId": r.span_id.hex(),
-            "eventName": EVENT_NAME,
-        }
-
-    @staticmethod
-    def _span(r: SessionRecord) -> dict:
-        span = {
-            "traceId": r.trace_id.hex(),
-            "spanId": r.span_id.hex(),
-            "name": r.name,
-            "kind": r.kind,
-            "startTimeUnixNano": str(r.start_ns),
-            "endTimeUnixNano": str(r.end_ns),
-            "attributes": _attributes(r.attributes),
-        }
-        if r.error_type:
-            span["status"] = {"code": STATUS_CODE_ERROR, "message": r.error_type}
-        return span
+        logs = self.signal == "logs"
+        hex_ids = ids.hex()
+        processes, errors = self._processes, self._errors
+        process_entry, error_entry = self._process, self._error
+        roles, unknown = SPAN_ROLES, SPAN_ROLES[abi.ROLE_UNKNOWN]
+        templates, types, bodies, small = ATTRIBUTES, NETWORK_TYPES, BODIES, SMALL_BYTES
+        CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
+        items = []
+        append = items.append
+        j = 0
+        for pid, comm, family, la, lp, ra, rp, tx, rx, birth, close, role, error, _, _ in sessions:
+            process, comm_json = processes.get((pid, comm)) or process_entry(pid, comm)
+            error_attribute, error_suffix, status = (errors.get(error) or error_entry(error)) if error else ("", "", "")
+            name_kind, role_attribute = roles.get(role) or unknown
+            duration = (close - birth) / 1e6
+            if role == CLIENT:
+                attributes = templates[CLIENT] % (types[family], la, lp, ra, rp, la, lp, ra, rp,
+                                                  process, role_attribute, tx, rx, duration, error_attribute)
+            elif role == SERVER:
+                attributes = templates[SERVER] % (types[family], la, lp, ra, rp, ra, rp, la, lp,
+                                                  process, role_attribute, tx, rx, duration, error_attribute)
+            else:
+                attributes = templates[abi.ROLE_UNKNOWN] % (types[family], la, lp, ra, rp,
+                                                            process, role_attribute, tx, rx, duration, error_attribute)
+            if logs:
+                sent = small[tx] if 0 <= tx < 1024 else format_bytes(tx)
+                received = small[rx] if 0 <= rx < 1024 else format_bytes(rx)
+                if role == SERVER:
+                    body = bodies[family] % (comm_json, ra, rp, la, lp, sent, received, duration)
+                else:
+                    body = bodies[family] % (comm_json, la, lp, ra, rp, sent, received, duration)
+                append(LOG % (close + offset, observed, body + error_suffix, attributes,
+                              hex_ids[j:j + 32], hex_ids[j + 32:j + 48]))
+            else:
+                append(SPAN % (hex_ids[j:j + 32], hex_ids[j + 32:j + 48], name_kind, birth + offset, close + offset,
+                               attributes, status))
+            j += 48
+        return (self._head + ",".join(items) + "]}]}]}\n").encode()

@@ -7,6 +7,7 @@ import os
 import json
 
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings, strategies as st
 from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.resources import Resource
@@ -20,19 +21,34 @@ from otel_tcplife.record import RecordBuilder, format_bytes, log_body
 from otel_tcplife.resource import resource_json, resource_proto, scope_json, scope_proto
 
 from ..support import FixedClock, hex_ids_to_base64, sample_session
+from .test_otlp_frames import sessions as generated_sessions
 
 
 
 session = sample_session
 
 
+OBSERVED = 1_800_000_000_000_000_000
+
+
 def build_both(*sessions):
     """Records and NDJSON lines for the same sessions, sharing ids and clock as the pipeline does."""
+    records, rows, _ = build_all(*sessions)
+    return records, rows
+
+
+def build_all(*sessions, resource=None):
+    """Records, NDJSON rows and OTLP/JSON lines ({signal: line}) for the same sessions, sharing
+    ids, clock and observed time as the pipeline does."""
+    sessions = list(sessions)
     ids = os.urandom(24 * len(sessions))
     names = ProcessNames(proc="/nonexistent")
-    records = RecordBuilder(clock=FixedClock(), names=names).build(list(sessions), ids, FixedClock.offset_ns)
-    lines = NdjsonEncoder(names).encode(list(sessions), ids, FixedClock.offset_ns).splitlines()
-    return records, [json.loads(line) for line in lines]
+    records = RecordBuilder(clock=FixedClock(), names=names).build(sessions, ids, FixedClock.offset_ns, OBSERVED)
+    lines = NdjsonEncoder(names).encode(sessions, ids, FixedClock.offset_ns).splitlines()
+    resource = resource or Resource.create({})
+    otlp_json = {signal: OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names).encode(
+        sessions, ids, FixedClock.offset_ns, OBSERVED) for signal in ("logs", "traces")}
+    return records, [json.loads(line) for line in lines], otlp_json
 
 
 def build(*sessions):
@@ -93,21 +109,10 @@ def test_rfc3339_has_nanoseconds_in_utc():
 
 def test_ndjson_otlp_json_and_protobuf_agree():
     resource = Resource.create({"service.name": "otel-tcplife", "host.name": "h"})
-    records, rows = build_both(session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET),
-                               session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2"))
-    protos = ProtoEncoder(resource_proto(resource), scope_proto())
-
-    logs = LogsData()
-    line = OtlpJsonEncoder(resource_json(resource), scope_json(), "logs").encode(records)
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    json_format.ParseDict(hex_ids_to_base64(json.loads(line)), logs)
-    expected_logs = LogsData(resource_logs=protos.logs_request(records).resource_logs)
-    assert logs == expected_logs
-
-    traces = TracesData()
-    line = OtlpJsonEncoder(resource_json(resource), scope_json(), "traces").encode(records)
-    json_format.ParseDict(hex_ids_to_base64(json.loads(line)), traces)
-    assert traces == TracesData(resource_spans=protos.traces_request(records).resource_spans)
+    records, rows, otlp_json = build_all(
+        session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET),
+        session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2"), resource=resource)
+    logs, traces = assert_otlp_json_matches_protobuf(records, otlp_json, resource)
     (_, failed, _) = traces.resource_spans[0].scope_spans[0].spans
     assert (failed.status.code, failed.status.message) == (2, "ECONNRESET")
 
@@ -124,6 +129,32 @@ def test_ndjson_otlp_json_and_protobuf_agree():
         flat = {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in log.attributes}
         assert {k: v for k, v in row.items() if k in flat} == flat
         assert len(row) == len(flat) + 5  # time, start_time, event name, trace_id, span_id
+
+
+def assert_otlp_json_matches_protobuf(records, otlp_json, resource):
+    """The OTLP/JSON lines parse back into the messages ProtoEncoder builds from the records."""
+    protos = ProtoEncoder(resource_proto(resource), scope_proto())
+    logs, traces = LogsData(), TracesData()
+    for signal, message in (("logs", logs), ("traces", traces)):
+        line = otlp_json[signal]
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        json_format.ParseDict(hex_ids_to_base64(json.loads(line)), message)
+    assert logs == LogsData(resource_logs=protos.logs_request(records).resource_logs)
+    assert traces == TracesData(resource_spans=protos.traces_request(records).resource_spans)
+    return logs, traces
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(generated_sessions(), min_size=1, max_size=8))
+def test_otlp_json_of_generated_sessions_matches_protobuf(sessions):
+    resource = Resource.create({"service.name": 'a "quoted" \\ name'})
+    records, _, otlp_json = build_all(*sessions, resource=resource)
+    assert_otlp_json_matches_protobuf(records, otlp_json, resource)
+
+
+def test_otlp_json_of_no_sessions_is_no_line():
+    encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
+    assert encoder.encode([], b"", 0, OBSERVED) == b""
 
 
 def test_large_batches_are_split_under_the_request_limit(monkeypatch):
