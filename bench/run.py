@@ -1,10 +1,12 @@
 """Benchmark: short-connection rate with and without otel-tcplife, and what the agent costs, per output mode.
 
 Each round runs the storm (bench/storm.py) untraced, then once per output mode with the agent
-attached, and prints one table row per traced run (plus a median row per mode with --rounds N):
+attached, and prints one table row per traced run (plus a median row per mode with --rounds N),
+after the exact command line:
 
 - table: the classic table on stdout (`--summary`);
 - ndjson: `--format ndjson`, one JSON object per session on stdout;
+- otlp-json: `--format otlp-json`, one OTLP/JSON LogsData object per batch on stdout (its log records);
 - otlp: `--format none --otlp-endpoint http://127.0.0.1:PORT`: every session exported as an OTLP
   log record AND a span over gRPC to bench/otlp_sink.py, a receiver in another process (started
   afresh for each otlp run, before the agent; stopped after the agent has exited).
@@ -16,11 +18,13 @@ Counting, decided:
   sessions (the agent's own counters, which include a few from other processes).
 - made = 2 x connections counted by the storm's clients (both ends are local).
 - observed = the agent's `sessions_observed` (all sessions), from its JSON stats line at exit.
-- reported (table, ndjson) = rows of the agent's stdout whose local or remote port is the storm's
-  server port (table: LPORT/RPORT; ndjson: "network.local.port"/"network.peer.port", parsed line by
-  line with orjson), counted after the run: exact, whatever else runs on the machine. The other
-  rows (other processes' sessions) are shown apart, as "other". otlp has no stdout: "-".
-- delivered = storm sessions that reached the destination. table, ndjson: the destination is
+- reported (table, ndjson, otlp-json) = rows of the agent's stdout whose local or remote port is the
+  storm's server port (table: LPORT/RPORT; ndjson: "network.local.port"/"network.peer.port", parsed line
+  by line with orjson; otlp-json: log records whose attribute "network.local.port" or "network.peer.port"
+  has that intValue, every line parsed with orjson, ~13 us a record), counted after the run: exact,
+  whatever else runs on the machine. The other rows (other processes' sessions) are shown apart, as
+  "other". otlp has no stdout: "-".
+- delivered = storm sessions that reached the destination. table, ndjson, otlp-json: the destination is
   stdout, so delivered = reported. otlp: the sink checks the same two port attributes of every
   log record and span it receives; delivered = min(storm log records, storm spans), i.e. a
   session counts as delivered only as far as BOTH its log record and its span arrived; other =
@@ -34,9 +38,10 @@ Counting, decided:
   missing from delivered, so it is counted twice, and a session dropped for both signals counts
   twice in dropped; lost and dropped also cover non-storm sessions.
 - Consistency checks, printed under the table when one fails (each would point at an agent or
-  bench bug): table/ndjson: rows written == observed; otlp: for each signal accepted == observed,
+  bench bug): stdout modes: sessions written == observed; otlp: for each signal accepted == observed,
   accepted == exported + rejected + dropped, queued == 0, and the sink received exactly what the
-  agent says it exported; storm: client_errors == server_errors == 0 and delivered <= made.
+  agent says it exported; storm: client_errors == server_errors == 0, not stopped at its connection
+  cap, at most 1 s behind its schedule when paced, and delivered <= made.
   The agent's stderr lines other than its ready line and its stats line are printed too.
 - Agent CPU = user+sys of the agent process from "ready" (/proc/PID/stat) to exit (os.wait4
   rusage), so start-up (imports, BPF load) is left out but the catching up at exit is in; % of
@@ -45,6 +50,11 @@ Counting, decided:
   traced/untraced rate ratio. In otlp mode the sink's CPU (parsing, gzip) competes with the
   storm too (2 CPUs here): it is printed apart, under "details".
 - Ready = table: the header line on stdout; other modes: "otel-tcplife: tracing via" on stderr.
+  start-up s = Popen to ready (polled every 10 ms).
+- Memory, from /proc/PID/status: RSS at ready = VmRSS right at ready; steady RSS = the median of VmRSS
+  sampled about every second during the storm (storm.run_storm's tick hook, in this process); max RSS =
+  the largest VmHWM seen (sampled with VmRSS, then every 20 ms until exit). Not the child's ru_maxrss:
+  Linux counts in it the forking process's memory before exec, i.e. this bench's own peak.
 - Buffers. At the machine's maximum connection rate the agent handles sessions more slowly than
   they arrive in ndjson (decoding + records + JSON in the reading thread) and otlp (protobuf
   encoding, gzip and gRPC for two signals, all under one GIL) modes: with its defaults it loses
@@ -52,19 +62,29 @@ Counting, decided:
   fits, so every mode gets `--ring-buffer-size 134217728` (128 MiB, ~1.2 M events; bench flag
   --ring-buffer-size) and otlp also `--queue-size 4000000 --shutdown-timeout 300` (bench flags
   --queue-size, --shutdown-timeout; generous, so delivery completes): enough for a storm of
-  ~10-20 s here. --agent-defaults passes none of them, to show what the defaults lose.
+  ~10-20 s here, not necessarily for the default 60 s (then lost > 0: a larger --ring-buffer-size,
+  or --seconds 20). --agent-defaults passes none of them, to show what the defaults lose.
 - exit s = SIGINT to exit: draining the ring buffer backlog and, for otlp, flushing the export
-  queues. max RSS MB = the agent's peak resident memory (the ring buffer pages it touched and
-  the queued backlog show there).
+  queues. max RSS MB = the agent's peak resident memory (the ring buffer, mapped twice, and the
+  queued backlog show there).
 - The agent's stdout goes to a file on tmpfs (/dev/shm, deleted afterwards) rather than to
   /dev/null: its rows are what we count. Nothing reads it during the run, so it costs the agent
   about what /dev/null would.
 - --rate CONN_PER_S paces the storm (storm.py --rate) instead of running it flat out: every run,
   untraced and traced, makes the same number of connections, so traced/untraced is ~1 and the
   figures to read are the agent's CPU, losses and exit time at that load.
+- --targets: the issue's targets. The max-rate rounds (every mode, --seconds, default 60) with the
+  agent's own defaults (implies --agent-defaults), then ndjson and otlp paced at --targets-rate (5000
+  conn/s) for --targets-rate-seconds (20), without an untraced baseline ("paced" rows), then a table:
+  per mode, lost at max rate (storm sessions made - delivered; met only if that, lost_in_kernel and the
+  exporters' drops are all 0; worst round) = 0; traced/untraced >= 0.90 (table, ndjson), >= 0.80
+  (otlp-json, otlp); agent CPU per session observed at the paced rate <= 5 us (ndjson), <= 15 us
+  (otlp); start-up < 0.5 s; steady RSS < 60 MB (at max rate). Median over rounds but for lost.
+  RSS growth over 10 minutes is bench/soak.py's (`run.py --soak`).
 
 `run.py --outage [options]` runs bench/outage.py instead (the collector goes down and comes back
 under steady load, with the agent's disk spool): see its docstring, or `run.py --outage -h`.
+`run.py --soak [options]` runs bench/soak.py (max rate for 10 minutes: the agent's RSS curve).
 """
 
 from __future__ import annotations
@@ -74,6 +94,7 @@ import json
 import os
 import platform
 import select
+import shlex
 import signal
 import statistics
 import subprocess
@@ -100,6 +121,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RING_BUFFER_BYTES = 128 * 1024 * 1024
 QUEUE_SIZE = 4_000_000
 SHUTDOWN_TIMEOUT_S = 300.0
+RSS_SAMPLE_S = 1.0  # VmRSS sampled this often during the storm
 
 
 def count_table_rows(output: Path, port: int) -> tuple[int, int, int]:
@@ -138,6 +160,39 @@ def count_ndjson_rows(output: Path, port: int) -> tuple[int, int, int]:
     return storm, other, bad
 
 
+OTLP_PORT_KEYS = ("network.local.port", "network.peer.port")
+
+
+def count_otlp_json_rows(output: Path, port: int) -> tuple[int, int, int]:
+    """(log records with `port` as network.local.port or network.peer.port, other log records, bad lines)
+    in OTLP/JSON LogsData lines: {"resourceLogs":[{"resource":..,"scopeLogs":[{"scope":..,"logRecords":[
+    {.., "attributes":[{"key":"network.local.port","value":{"intValue":"1234"}}, ..]}]}]}]}, several
+    records a line (one line per batch). intValue is a decimal string in OTLP/JSON; an int is accepted too."""
+    storm = other = bad = 0
+    loads = orjson.loads
+    wanted = (str(port), port)
+    with output.open("rb") as f:
+        for line in f:
+            line_storm = line_other = 0
+            try:
+                for resource_logs in loads(line)["resourceLogs"]:
+                    for scope_logs in resource_logs["scopeLogs"]:
+                        for record in scope_logs["logRecords"]:
+                            for attribute in record["attributes"]:
+                                if attribute["key"] in OTLP_PORT_KEYS \
+                                        and attribute["value"].get("intValue") in wanted:
+                                    line_storm += 1
+                                    break
+                            else:
+                                line_other += 1
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                bad += 1
+                continue
+            storm += line_storm
+            other += line_other
+    return storm, other, bad
+
+
 @dataclass(frozen=True)
 class Mode:
     """One way of running the agent: its flags, its ready signal, and where its sessions are counted."""
@@ -157,12 +212,13 @@ def build_modes(args: argparse.Namespace) -> dict[str, Mode]:
     return {
         "table": Mode("table", ("--summary", *common), True, count_table_rows),
         "ndjson": Mode("ndjson", ("--format", "ndjson", *common), False, count_ndjson_rows),
+        "otlp-json": Mode("otlp-json", ("--format", "otlp-json", *common), False, count_otlp_json_rows),
         # + --otlp-endpoint, once the sink is up
         "otlp": Mode("otlp", ("--format", "none", *common, *otlp), False, sink=True),
     }
 
 
-MODE_NAMES = ("table", "ndjson", "otlp")
+MODE_NAMES = ("table", "ndjson", "otlp-json", "otlp")
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -170,6 +226,24 @@ def process_cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ", comm may hold spaces
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def vm_status_mb(pid: int) -> tuple[float, float] | None:
+    """(VmRSS, VmHWM) of a live process in MB (MiB), from /proc/PID/status; None once it is gone (or a
+    zombie, which has neither line). VmHWM, the peak RSS, rather than the child's ru_maxrss: that one
+    also counts the memory of this (the forking) process before exec, so it would show the bench's own
+    peak, not the agent's, once this process has grown (e.g. parsing a large output)."""
+    rss = hwm = None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    rss = int(line.split()[1]) / 1024  # kB
+                elif line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None if rss is None or hwm is None else (rss, hwm)
 
 
 def read_summary(stderr_text: str) -> dict:
@@ -225,6 +299,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
     proc = None
     try:
         with out_path.open("w") as out, err_path.open("w") as err:
+            started = time.monotonic()
             proc = subprocess.Popen([str(agent), *agent_args], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         ready_path = out_path if mode.ready_on_stdout else err_path
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -237,14 +312,28 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
             if time.monotonic() > deadline:
                 raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
             time.sleep(0.01)
+        startup_s = time.monotonic() - started
         cpu_at_ready = process_cpu_seconds(proc.pid)
+        rss_at_ready, peak_rss = vm_status_mb(proc.pid) or (None, 0.0)
+        rss_samples: list[float] = []
 
-        storm = run_storm(**storm_args)  # every session is closed when this returns
+        def sample_rss(_elapsed: float) -> None:
+            nonlocal peak_rss
+            status = vm_status_mb(proc.pid)
+            if status is not None:
+                rss_samples.append(status[0])
+                peak_rss = max(peak_rss, status[1])
+
+        # every session is closed when this returns; RSS sampled about every second meanwhile
+        storm = run_storm(**storm_args, tick=sample_rss, tick_seconds=RSS_SAMPLE_S)
 
         proc.send_signal(signal.SIGINT)  # the agent drains its ring buffer, flushes, prints its stats
         stopped_at = time.monotonic()
         deadline = stopped_at + exit_timeout
         while True:
+            memory = vm_status_mb(proc.pid)  # the peak so far, until it is a zombie
+            if memory is not None:
+                peak_rss = max(peak_rss, memory[1])
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -274,11 +363,13 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
     err_path.unlink()
     return {"storm": storm, "summary": summary, "reported": storm_rows, "other": other_rows, "bad": bad_rows,
             "sink": sink_counts, "agent_cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_ready,
-            "exit_s": exit_s, "max_rss_mb": usage.ru_maxrss / 1024, "stderr": notes}
+            "exit_s": exit_s, "max_rss_mb": peak_rss, "startup_s": startup_s,
+            "rss_at_ready_mb": rss_at_ready, "rss_samples": rss_samples,
+            "steady_rss_mb": statistics.median(rss_samples) if rss_samples else None, "stderr": notes}
 
 
 COLUMNS = [  # (header, width, format); None prints as "-" (does not apply to this mode)
-    ("mode", 6, "{}"),
+    ("mode", 9, "{}"),
     ("round", 6, "{}"),
     ("untraced conn/s", 15, "{:.0f}"),
     ("traced conn/s", 13, "{:.0f}"),
@@ -296,7 +387,10 @@ COLUMNS = [  # (header, width, format); None prints as "-" (does not apply to th
     ("agent CPU %", 11, "{:.0f}"),
     ("agent CPU s/1000 sessions", 25, "{:.4f}"),
     ("exit s", 6, "{:.1f}"),
-    ("max RSS MB", 10, "{:.0f}"),
+    ("start-up s", 10, "{:.2f}"),
+    ("RSS at ready MB", 15, "{:.1f}"),
+    ("steady RSS MB", 13, "{:.1f}"),
+    ("max RSS MB", 10, "{:.1f}"),
 ]
 
 
@@ -328,20 +422,30 @@ def delivered_counts(traced: dict) -> tuple[int, int]:
             min(sink["logs"] - sink["logs_port"], sink["spans"] - sink["spans_port"]))
 
 
-def row_values(mode: str, round_label: str, untraced: dict, traced: dict) -> list:
+def lost_total(traced: dict) -> int:
+    """lost + dropped + max(0, made - delivered): 0 = nothing lost anywhere (see the docstring)."""
+    summary = traced["summary"]
+    delivered, _ = delivered_counts(traced)
+    return (summary["lost_in_kernel"] + (exporter_dropped(summary) or 0)
+            + max(0, traced["storm"]["sessions"] - delivered))
+
+
+def row_values(mode: str, round_label: str, untraced: dict | None, traced: dict) -> list:
+    """One table row; untraced None: no baseline in this run (the paced runs of --targets)."""
     storm, summary = traced["storm"], traced["summary"]
     observed = summary["sessions_observed"]
     delivered, other = delivered_counts(traced)
     dropped = exporter_dropped(summary)
-    lost_total = summary["lost_in_kernel"] + (dropped or 0) + max(0, storm["sessions"] - delivered)
+    base = untraced["conn_per_s"] if untraced else None
     return [
         mode, round_label,
-        untraced["conn_per_s"], storm["conn_per_s"], storm["conn_per_s"] / untraced["conn_per_s"],
+        base, storm["conn_per_s"], storm["conn_per_s"] / base if base else None,
         storm["sessions"], observed, traced["reported"], other, delivered,
-        summary["lost_in_kernel"], summary["untracked_in_kernel"], dropped, lost_total,
+        summary["lost_in_kernel"], summary["untracked_in_kernel"], dropped, lost_total(traced),
         traced["agent_cpu_s"], 100 * traced["agent_cpu_s"] / (storm["duration_s"] + traced["exit_s"]),
         traced["agent_cpu_s"] / observed * 1000 if observed else float("nan"),
-        traced["exit_s"], traced["max_rss_mb"],
+        traced["exit_s"], traced["startup_s"], traced["rss_at_ready_mb"], traced["steady_rss_mb"],
+        traced["max_rss_mb"],
     ]
 
 
@@ -352,6 +456,10 @@ def checks(traced: dict) -> list[str]:
     failed = []
     if storm["client_errors"] or storm["server_errors"]:
         failed.append(f"storm errors: client {storm['client_errors']}, server {storm['server_errors']}")
+    if storm.get("capped"):
+        failed.append(f"the storm stopped at its cap of {storm['max_connections']} connections")
+    if storm.get("rate") and storm["max_lag_s"] > 1.0:
+        failed.append(f"the storm fell {storm['max_lag_s']:.1f} s behind its schedule (rate {storm['rate']:g})")
     delivered, other = delivered_counts(traced)
     if delivered > storm["sessions"]:
         failed.append(f"delivered {delivered} > made {storm['sessions']} (duplicates?)")
@@ -359,7 +467,7 @@ def checks(traced: dict) -> list[str]:
         failed.append(f"{traced['bad']} unparsable stdout lines")
     if sink is None:
         if traced["reported"] + traced["other"] != observed:
-            failed.append(f"stdout rows {traced['reported'] + traced['other']} != observed {observed}")
+            failed.append(f"stdout sessions {traced['reported'] + traced['other']} != observed {observed}")
         return failed
     received = {"logs": sink["logs"], "traces": sink["spans"]}
     for signal_name, stats in ((s, summary.get(s)) for s in ("logs", "traces")):
@@ -396,15 +504,87 @@ def median_or_none(column: tuple) -> float | None:
     return statistics.median(values) if values else None
 
 
+PACED_MODES = ("ndjson", "otlp")  # --targets: agent CPU per session at a fixed moderate rate
+RATIO_TARGETS = {"table": 0.90, "ndjson": 0.90, "otlp-json": 0.80, "otlp": 0.80}  # traced/untraced, at least
+CPU_TARGETS_US = {"ndjson": 5.0, "otlp": 15.0}  # agent CPU per session observed, at most
+STARTUP_TARGET_S = 0.5  # Popen -> ready, below
+RSS_TARGET_MB = 60.0  # steady RSS, below
+
+
+def fmt_or_dash(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str, dict], rate: float) -> list[str]:
+    """The issue's targets, one line per target per mode: (untraced, traced) pairs of the max-rate rounds
+    and the paced runs. lost: the worst round; the other figures: the median over rounds."""
+    lines: list[list[str]] = []
+
+    def add(target: str, mode: str, measured: str, goal: str, ok: bool | None, detail: str) -> None:
+        lines.append([target, mode, measured, goal, "not measured" if ok is None else "met" if ok else "NOT met",
+                      detail])
+
+    for name, runs in max_rate.items():
+        worst = max((traced for _, traced in runs), key=lost_total)
+        storm, summary = worst["storm"], worst["summary"]
+        delivered, _ = delivered_counts(worst)
+        undelivered = max(0, storm["sessions"] - delivered)
+        dropped = exporter_dropped(summary)
+        add("lost at max rate", name, str(undelivered), "0",
+            undelivered == 0 and summary["lost_in_kernel"] == 0 and not dropped,
+            f"storm sessions made {storm['sessions']} - delivered {delivered}; agent (all sessions): lost in kernel "
+            f"{summary['lost_in_kernel']}, exporters dropped {'-' if dropped is None else dropped}; "
+            f"{storm['conn_per_s']:.0f} conn/s for {storm['duration_s']:.1f} s")
+    for name, runs in max_rate.items():
+        ratio = statistics.median(t["storm"]["conn_per_s"] / u["conn_per_s"] for u, t in runs)
+        goal = RATIO_TARGETS[name]
+        add("traced/untraced rate", name, f"{ratio:.3f}", f">= {goal:.2f}", ratio >= goal,
+            f"traced {statistics.median(t['storm']['conn_per_s'] for _, t in runs):.0f} / untraced "
+            f"{statistics.median(u['conn_per_s'] for u, _ in runs):.0f} conn/s")
+    for name, traced in paced.items():
+        storm, observed, cpu = traced["storm"], traced["summary"]["sessions_observed"], traced["agent_cpu_s"]
+        us = cpu / observed * 1e6 if observed else None
+        goal = CPU_TARGETS_US[name]
+        add(f"CPU/session at {rate:g}/s", name, fmt_or_dash(us, "{:.2f} us"), f"<= {goal:g} us",
+            None if us is None else us <= goal,
+            f"{cpu:.2f} s CPU / {observed} sessions observed; storm {storm['conn_per_s']:.0f} conn/s for "
+            f"{storm['duration_s']:.1f} s, max lag {storm['max_lag_s']:.3f} s"
+            + ("" if storm["max_lag_s"] <= 1.0 else " (the storm did NOT keep the rate)"))
+    for name, runs in max_rate.items():
+        startup = statistics.median(t["startup_s"] for _, t in runs)
+        add("start-up s", name, f"{startup:.2f}", f"< {STARTUP_TARGET_S:g}", startup < STARTUP_TARGET_S,
+            "Popen -> ready (table: header line; others: 'tracing via' on stderr)")
+    for name, runs in max_rate.items():
+        steady = median_or_none(tuple(t["steady_rss_mb"] for _, t in runs))
+        ready = median_or_none(tuple(t["rss_at_ready_mb"] for _, t in runs))
+        samples = sum(len(t["rss_samples"]) for _, t in runs)
+        add("steady RSS MB", name, fmt_or_dash(steady, "{:.1f}"), f"< {RSS_TARGET_MB:g}",
+            None if steady is None else steady < RSS_TARGET_MB,
+            f"median of {samples} VmRSS samples (1 s) during the max-rate storm; at ready "
+            f"{fmt_or_dash(ready, '{:.1f}')}, max {max(t['max_rss_mb'] for _, t in runs):.1f} MB")
+    header = ["target", "mode", "measured", "target", "verdict", "detail"]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header) - 1)]
+
+    def join(row: list[str]) -> str:
+        return " | ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]])
+
+    return [join(header), join(["-" * w for w in widths] + ["-" * 6]), *map(join, lines)]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--outage" in argv:  # another benchmark, with its own options
         from outage import main as outage_main
         return outage_main([a for a in argv if a != "--outage"])
+    if "--soak" in argv:  # another benchmark, with its own options
+        from soak import main as soak_main
+        return soak_main([a for a in argv if a != "--soak"])
     parser = argparse.ArgumentParser(description="Connection rate with and without otel-tcplife, per output mode.")
     parser.add_argument("--outage", action="store_true",
                         help="run bench/outage.py instead, with the options that follow (see --outage -h)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="storm duration per run (default %(default)s)")
+    parser.add_argument("--soak", action="store_true",
+                        help="run bench/soak.py instead, with the options that follow (see --soak -h)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="storm duration per run (default %(default)s)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="storm client processes (default: 2 per CPU, %(default)s)")
     parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
@@ -429,7 +609,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="otlp: the agent's --shutdown-timeout, its flush deadline at exit (default %(default)g)")
     parser.add_argument("--agent-defaults", action="store_true",
                         help="pass none of the three flags above: the agent's own defaults")
+    parser.add_argument("--targets", action="store_true",
+                        help="the issue's targets: the max-rate rounds with the agent's defaults (implies "
+                             "--agent-defaults), then a paced run per mode of ndjson, otlp at --targets-rate, then "
+                             "a table of figures against the targets")
+    parser.add_argument("--targets-rate", type=float, default=5000.0, metavar="CONN_PER_S",
+                        help="--targets: the paced run's rate, for CPU per session (default %(default)g)")
+    parser.add_argument("--targets-rate-seconds", type=float, default=20.0,
+                        help="--targets: the paced run's duration (default %(default)g)")
     args = parser.parse_args(argv)
+    if args.targets:
+        if args.rate is not None:
+            parser.error("--targets runs flat out and at --targets-rate: no --rate")
+        if not args.targets_rate > 0 or not args.targets_rate_seconds > 0:
+            parser.error("--targets-rate and --targets-rate-seconds must be positive")
+        args.agent_defaults = True
     if not os.access(args.agent, os.X_OK):
         print(f"bench: error: agent {args.agent} is not executable (run `make setup`)", file=sys.stderr)
         return 1
@@ -448,6 +642,11 @@ def main(argv: list[str] | None = None) -> int:
     storm_args = {"seconds": args.seconds, "workers": args.workers, "servers": args.servers,
                   "port": free_port(), "payload_size": args.payload_size, "rate": args.rate}
     pace = "as fast as possible" if args.rate is None else f"paced at {args.rate:g} conn/s"
+    paced_modes = [m for m in modes if m.name in PACED_MODES] if args.targets else []
+    if paced_modes:
+        pace += (f"; then {', '.join(m.name for m in paced_modes)} paced at {args.targets_rate:g} conn/s for "
+                 f"{args.targets_rate_seconds:g} s (no untraced baseline)")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"otel-tcplife bench: kernel {platform.release()}, {os.cpu_count()} CPUs; storm: {args.workers} client + "
           f"{args.servers} server processes, 127.0.0.1:{storm_args['port']}, {args.payload_size} bytes each way, "
           f"{args.seconds:g} s per run, {pace}; agent: {args.agent}, unfiltered, stdout to tmpfs")
@@ -459,45 +658,67 @@ def main(argv: list[str] | None = None) -> int:
     print(format_row([header for header, _, _ in COLUMNS]), flush=True)
 
     rows: dict[str, list[list]] = {m.name: [] for m in modes}
+    runs: dict[str, list[tuple[dict, dict]]] = {m.name: [] for m in modes}  # (untraced, traced) per round
+    paced: dict[str, dict] = {}
     details: list[str] = []
+
+    def traced_run(mode: Mode, run_args: dict, label: str) -> dict:
+        traced = traced_storm(args.agent, mode, run_args, Path(workdir), exit_timeout)
+        if traced["sink"] is not None:
+            details.append(otlp_detail(label, traced))
+        details.extend(f"  CHECK FAILED {mode.name} {label}: {text}" for text in checks(traced))
+        details.extend(f"  agent stderr {mode.name} {label}: {line}" for line in traced["stderr"][:20])
+        return traced
+
     with tempfile.TemporaryDirectory(prefix="otel-tcplife-bench-", dir="/dev/shm") as workdir:
-        for round_no in range(1, args.rounds + 1):
-            untraced = run_storm(**storm_args)
-            for mode in modes:
-                try:
-                    traced = traced_storm(args.agent, mode, storm_args, Path(workdir), exit_timeout)
-                except RuntimeError as exc:
-                    print(f"bench: error: {exc}", file=sys.stderr)
-                    return 1
-                row = row_values(mode.name, str(round_no), untraced, traced)
-                rows[mode.name].append(row)
-                print(format_row(row), flush=True)
-                label = f"round {round_no}"
-                if traced["sink"] is not None:
-                    details.append(otlp_detail(label, traced))
-                details += [f"  CHECK FAILED {mode.name} {label}: {text}" for text in checks(traced)]
-                details += [f"  agent stderr {mode.name} {label}: {line}" for line in traced["stderr"][:20]]
-    if args.rounds > 1:
-        for name, mode_rows in rows.items():
-            medians = [median_or_none(column) for column in list(zip(*mode_rows))[2:]]
-            print(format_row([name, "median", *medians]))
+        try:
+            for round_no in range(1, args.rounds + 1):
+                untraced = run_storm(**storm_args)
+                for mode in modes:
+                    traced = traced_run(mode, storm_args, f"round {round_no}")
+                    runs[mode.name].append((untraced, traced))
+                    row = row_values(mode.name, str(round_no), untraced, traced)
+                    rows[mode.name].append(row)
+                    print(format_row(row), flush=True)
+            if args.rounds > 1:
+                for name, mode_rows in rows.items():
+                    medians = [median_or_none(column) for column in list(zip(*mode_rows))[2:]]
+                    print(format_row([name, "median", *medians]), flush=True)
+            paced_args = {**storm_args, "seconds": args.targets_rate_seconds, "rate": args.targets_rate}
+            for mode in paced_modes:
+                paced[mode.name] = traced_run(mode, paced_args, f"paced {args.targets_rate:g}/s")
+                print(format_row(row_values(mode.name, "paced", None, paced[mode.name])), flush=True)
+        except RuntimeError as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 1
 
     print("made = 2 x connections counted by the storm clients (client and server end are both local); "
           "observed = the agent's sessions_observed (all sessions).")
-    print("sessions reported = stdout rows with the storm port as local or remote port (table, ndjson); other = "
-          "the remaining rows (other processes), for otlp the sink's non-storm records.")
-    print("delivered = storm sessions at the destination: stdout rows (table, ndjson); otlp: min(storm log records, "
+    print("sessions reported = stdout rows (otlp-json: log records) with the storm port as local or remote port; "
+          "other = the remaining rows (other processes), for otlp the sink's non-storm records.")
+    print("delivered = storm sessions at the destination: = reported (stdout modes); otlp: min(storm log records, "
           "storm spans) received by the sink (another process).")
     print("lost, untracked: agent's kernel counters, all sessions; dropped: agent's exporter drops + rejected, "
           "logs + traces (otlp); lost (total) = lost + dropped + max(0, made - delivered): 0 = nothing lost.")
     print("agent CPU = agent user+sys from ready to exit (start-up excluded, catching up at exit included); % of "
           "one CPU over storm + exit s; s/1000 sessions = per 1000 sessions observed. In-kernel probe cost shows in "
           "traced/untraced only. exit s = SIGINT to exit (ring buffer backlog + export flush).")
+    print("start-up s = Popen to ready; RSS at ready = VmRSS then; steady RSS = median of VmRSS sampled every "
+          f"{RSS_SAMPLE_S:g} s during the storm; max RSS = peak (VmHWM). MB = MiB.")
+    if paced:
+        print(f"paced rows: the storm at {args.targets_rate:g} conn/s, no untraced baseline (-): read the agent's "
+              "CPU per session there.")
     if details:
         print("details:")
         print("\n".join(details))
     else:
         print("all consistency checks passed; the agent printed nothing else on stderr.")
+    if args.targets:
+        print(f"targets (agent defaults; max rate: {args.rounds} round(s) of {args.seconds:g} s, lost = worst round, "
+              f"other figures = median over rounds; CPU/session = agent CPU s / sessions observed, paced run of "
+              f"{args.targets_rate_seconds:g} s):")
+        print("\n".join(targets_table(runs, paced, args.targets_rate)))
+        print("RSS growth over 10 min at max rate: not measured here, see `run.py --soak` (bench/soak.py).")
     return 0
 
 

@@ -32,6 +32,7 @@ import queue
 import socket
 import sys
 import time
+from typing import Callable
 
 HOST = "127.0.0.1"  # the only address this ever talks to
 MAX_SECONDS = 600.0
@@ -118,15 +119,23 @@ def _client(port: int, payload_size: int, seconds: float, limit: int, interval: 
 
 def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: int = DEFAULT_SERVERS,
               port: int = 0, payload_size: int = 16, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-              rate: float | None = None) -> dict:
+              rate: float | None = None, tick: Callable[[float], None] | None = None,
+              tick_seconds: float = 1.0) -> dict:
     """Run one storm and return its counts; every process it starts is gone on return.
-    rate: connections a second over all clients (None: as fast as possible)."""
+    rate: connections a second over all clients (None: as fast as possible).
+    max_connections: cap over all clients (each stops after max_connections // workers); a caller that
+    needs more than the default (a long storm) passes its own bound.
+    tick: called with the seconds since the clients started, about every tick_seconds while they run,
+    in this process (between waits for their reports; no thread): a hook to sample something during
+    the storm. An exception from it stops the storm's processes and propagates."""
     if not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"seconds must be in (0, {MAX_SECONDS}]")
     if workers < 1 or servers < 1 or max_connections < 1:
         raise ValueError("workers, servers and max_connections must be at least 1")
     if rate is not None and not rate > 0:
         raise ValueError("rate must be positive")
+    if not tick_seconds > 0:
+        raise ValueError("tick_seconds must be positive")
     interval = workers / rate if rate else 0.0  # per client
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # Server-side TIME_WAITs of an earlier storm on this port must not block the bind.
@@ -149,7 +158,23 @@ def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: in
             p.start()
         listener.close()  # the servers hold their own copies
         start.set()
-        reports = [results.get(timeout=seconds + 60) for _ in client_procs]
+        began = time.monotonic()
+        deadline = began + seconds + 60
+        next_tick = began + tick_seconds
+        reports = []
+        while len(reports) < len(client_procs):
+            now = time.monotonic()
+            if now >= deadline:
+                raise queue.Empty
+            if tick is not None and now >= next_tick:
+                tick(now - began)
+                next_tick = max(next_tick + tick_seconds, time.monotonic())
+                continue
+            until = deadline if tick is None else min(deadline, next_tick)
+            try:
+                reports.append(results.get(timeout=max(until - now, 0.001)))
+            except queue.Empty:
+                pass  # a tick is due, or the deadline has passed: both handled above
         stop.set()
         reports += [results.get(timeout=30) for _ in server_procs]
     except queue.Empty:
@@ -181,6 +206,8 @@ def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: in
         "conn_per_s": round(connections / duration, 1) if duration else 0.0,
         "rate": rate,  # the target, conn/s over all clients; None: as fast as possible
         "max_lag_s": round(max(r[4] for r in clients), 3),  # behind schedule, worst client (0 without rate)
+        "max_connections": max_connections,  # the cap
+        "capped": any(r[1] >= limit for r in clients),  # a client stopped at its share of the cap
     }
 
 
