@@ -6,6 +6,12 @@ row so a record that wraps around is still contiguous. Each record is an
 8-byte header (length with BUSY and DISCARD bits, page offset) and the
 sample, padded to 8 bytes. Records are committed in any order but consumed
 in order: reading stops at the first one still BUSY.
+
+The positions are shared with the kernel, which reads and writes them while
+we do: each is read and written with ONE aligned 8-byte access (shared_u64),
+never through struct (struct.pack_into zeroes the field, then writes it byte
+by byte: a producer reading it meanwhile sees the ring full and drops the
+session; at 5,000 connections/s that lost about one session in 100,000).
 """
 
 from __future__ import annotations
@@ -23,8 +29,13 @@ RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
 # One struct per record: header skipped by pad bytes, then the event fields.
 RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
                        + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
-U64 = struct.Struct("<Q")
 MAX_BATCH_RECORDS = 8192  # per read: bounds memory and latency when far behind
+
+
+def shared_u64(buffer) -> memoryview:
+    """The u64 at the start of buffer, as view[0]: read and written in one aligned 8-byte access,
+    so the kernel never sees it half written (see the module docstring)."""
+    return memoryview(buffer)[:8].cast("Q")
 
 
 class RingReader:
@@ -35,26 +46,28 @@ class RingReader:
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._producer = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ,
                                    offset=page)
+        self._consumer_pos = shared_u64(self._consumer)
+        self._producer_pos = shared_u64(self._producer)
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
     def read(self, timeout: float) -> list[tuple]:
         """Event tuples (abi.EVENT field order) available now, or after waiting up to timeout."""
-        consumer = U64.unpack_from(self._consumer)[0]
-        producer = U64.unpack_from(self._producer)[0]
+        consumer = self._consumer_pos[0]
+        producer = self._producer_pos[0]
         if consumer == producer and timeout > 0:
             try:
                 self._epoll.poll(timeout)
             except InterruptedError:
                 pass
-            producer = U64.unpack_from(self._producer)[0]
+            producer = self._producer_pos[0]
         if consumer == producer:
             return []
         start = self._data_start + (consumer & self._mask)
         chunk = self._producer[start:start + min(producer - consumer, MAX_BATCH_RECORDS * RECORD_SIZE)]
         events, consumed = self._parse(chunk)
         # Release the space: the producer may reuse it from now on.
-        U64.pack_into(self._consumer, 0, consumer + consumed)
+        self._consumer_pos[0] = consumer + consumed
         return events
 
     @staticmethod
@@ -78,6 +91,8 @@ class RingReader:
         return events, pos
 
     def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self._epoll.close()
         self._consumer.close()
         self._producer.close()
