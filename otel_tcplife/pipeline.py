@@ -63,18 +63,22 @@ class Pipeline:
             return
         # The OpenTelemetry, protobuf and gRPC modules are imported only by the
         # outputs that use them: the table and NDJSON start faster and smaller.
-        from .delivery import QueuedExporter, RetryPolicy
-        from .output.otlp import OtlpGrpcSender
-        from .output.otlp_json import OtlpJsonEncoder
-        from .output.otlp_frames import SessionFrames
-        from .output.otlp_wire import WireEncoder
-        from .resource import build_resource, resource_json, resource_proto, scope_json, scope_proto
+        from .resource import build_resource
 
         resource = build_resource()
         if config.format in ("otlp-json", "otlp-json-traces"):
+            from .output.otlp_json import OtlpJsonEncoder
+            from .resource import resource_json, scope_json
+
             signal = "logs" if config.format == "otlp-json" else "traces"
             self.otlp_json = OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names)
         if config.otlp:
+            from .delivery import QueuedExporter, RetryPolicy
+            from .output.otlp import OtlpGrpcSender
+            from .output.otlp_frames import SessionFrames
+            from .output.otlp_wire import WireEncoder
+            from .resource import resource_proto, scope_proto
+
             self.frames = SessionFrames(names)
             protos = WireEncoder(resource_proto(resource), scope_proto())
             d = config.delivery
@@ -86,7 +90,8 @@ class Pipeline:
                     signal, protos.requests, sender,
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
-                    retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed), log=lambda m, s=signal: _log(f"{s}: {m}"),
+                    retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed),
+                    log=lambda m, s=signal: _log(f"{s}: {m}"),
                     spool=spool,
                 )
                 self.stats.exporters[signal] = self.exporters[signal].stats

@@ -57,28 +57,39 @@ class TableWriter:
         self.stream.flush()
 
     def write(self, sessions: Sequence[Session]) -> None:
+        if not sessions:
+            return
+        if self.style.wall_time or self.style.timestamp:
+            lines = [self._prefix(session) + self._row(session) for session in sessions]
+        else:  # the usual case, and the hot path: one comprehension, no call per row
+            row_format = self.row_format
+            ips = {4: "4", 6: "6"} if self.show_ip else {4: "", 6: ""}
+            lines = [row_format % (pid, comm, ips.get(family, ""), laddr, lport, raddr, rport,
+                                   tx // 1024, rx // 1024, (close - birth) // 1000 / 1000)
+                     for pid, comm, family, laddr, lport, raddr, rport, tx, rx, birth, close, _, _, _, _
+                     in sessions]
+        lines.append("")
+        self.stream.write("\n".join(lines))
+        self.stream.flush()
+
+    def _row(self, session: Session) -> str:
+        return self.row_format % (
+            session.pid, session.comm, str(session.family) if self.show_ip else "",
+            session.laddr, session.lport, session.raddr, session.rport,
+            session.tx_bytes // 1024, session.rx_bytes // 1024, (session.close_ns - session.birth_ns) // 1000 / 1000,
+        )
+
+    def _prefix(self, session: Session) -> str:
+        """-T: TIME (local HH:MM:SS, now); -t: TIME(s), seconds since the first row's close."""
         s = self.style
-        row_format = self.row_format
-        show_ip = self.show_ip
-        lines = []
-        clock = time.strftime("%H:%M:%S") if s.wall_time else ""
-        for session in sessions:
-            prefix = ""
-            if s.wall_time:
-                prefix = clock + "," if s.csv else "%-8s " % clock
+        prefix = ""
+        if s.wall_time:
+            clock = time.strftime("%H:%M:%S")
+            prefix = clock + "," if s.csv else "%-8s " % clock
+        if s.timestamp:
             close_us = session.close_ns // 1000
-            if s.timestamp:
-                if self.first_close_us is None:
-                    self.first_close_us = close_us
-                delta = (close_us - self.first_close_us) / 1000000
-                prefix += "%.6f," % delta if s.csv else "%-9.6f " % delta
-            span_us = (session.close_ns - session.birth_ns) // 1000
-            lines.append(prefix + row_format % (
-                session.pid, session.comm, str(session.family) if show_ip else "",
-                session.laddr, session.lport, session.raddr, session.rport,
-                session.tx_bytes // 1024, session.rx_bytes // 1024, span_us / 1000,
-            ))
-        if lines:
-            lines.append("")
-            self.stream.write("\n".join(lines))
-            self.stream.flush()
+            if self.first_close_us is None:
+                self.first_close_us = close_us
+            delta = (close_us - self.first_close_us) / 1000000
+            prefix += "%.6f," % delta if s.csv else "%-9.6f " % delta
+        return prefix
