@@ -1,10 +1,11 @@
 """A BPF ring buffer read straight from its mmap-ed pages, a batch at a time.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write
-it), page 1 the producer position; the data pages follow, mapped twice in a
-row so a record that wraps around is still contiguous. Each record is an
-8-byte header (length with BUSY and DISCARD bits, page offset) and the
-sample, padded to 8 bytes. Records are committed in any order but consumed
+it), page 1 the producer position; the data pages follow. The kernel offers
+them twice in a row, so that a record wrapping around the end is contiguous;
+we map them once (half the resident memory) and join the two parts of a
+batch that wraps. Each record is an 8-byte header (length with BUSY and
+DISCARD bits, page offset) and the sample, padded to 8 bytes. Records are committed in any order but consumed
 in order: reading stops at the first one still BUSY.
 
 The positions are shared with the kernel, which reads and writes them while
@@ -29,7 +30,7 @@ RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
 # One struct per record: header skipped by pad bytes, then the event fields.
 RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
                        + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
-MAX_BATCH_RECORDS = 8192  # per read: bounds memory and latency when far behind
+MAX_BATCH_RECORDS = 4096  # per read: bounds memory (~0.4 MB of records, ~2 MB of NDJSON) and latency
 
 
 def shared_u64(buffer) -> memoryview:
@@ -43,9 +44,9 @@ class RingReader:
         page = mmap.PAGESIZE
         self._mask = data_size - 1
         self._data_start = page  # data follows the producer page in the second mapping
+        self._data_end = page + data_size
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._producer = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ,
-                                   offset=page)
+        self._producer = mmap.mmap(map_fd, page + data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._consumer_pos = shared_u64(self._consumer)
         self._producer_pos = shared_u64(self._producer)
         self._epoll = select.epoll()
@@ -64,7 +65,12 @@ class RingReader:
         if consumer == producer:
             return []
         start = self._data_start + (consumer & self._mask)
-        chunk = self._producer[start:start + min(producer - consumer, MAX_BATCH_RECORDS * RECORD_SIZE)]
+        end = start + min(producer - consumer, MAX_BATCH_RECORDS * RECORD_SIZE)
+        if end <= self._data_end:
+            chunk = self._producer[start:end]
+        else:  # wraps around: the rest is at the start of the data
+            wrapped = end - self._data_end
+            chunk = self._producer[start:self._data_end] + self._producer[self._data_start:self._data_start + wrapped]
         events, consumed = self._parse(chunk)
         # Release the space: the producer may reuse it from now on.
         self._consumer_pos[0] = consumer + consumed
