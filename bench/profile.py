@@ -45,6 +45,7 @@ COMPONENTS = [
     ("otlp frames", ("output/otlp_frames.py", "output/otlp_wire.py")),
     ("delivery", ("delivery/", "output/otlp.py")),
     ("grpc", ("grpc/",)),
+    ("records", ("record.py",)),
     ("process names", ("enrich.py",)),
     ("pipeline", ("pipeline.py", "cli.py", "stats.py", "clock.py")),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import signal
@@ -30,6 +31,7 @@ from .probe import ATTACH_MODES, CoreProbe, ProbeSettings
 from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
 
 PROG = "otel-tcplife"
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 EXAMPLES = """examples:
     otel-tcplife           # trace all TCP connect()s and accept()s
@@ -306,7 +308,19 @@ def run(config: Config) -> int:
     return 0
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own arena (up to 8 per core) and keeps what is
+    freed there: with the exporter and gRPC threads that was ~10 MB more resident memory at
+    5,000 connections/s. Two arenas are plenty for threads that mostly wait for the GIL. Must run
+    before any thread starts; a no-op off glibc."""
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     try:
         return run(parse_config(argv))
     except TcplifeError as exc:
