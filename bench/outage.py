@@ -79,6 +79,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import vm_status_mb  # noqa: E402
 from storm import DEFAULT_SERVERS, DEFAULT_WORKERS, free_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -423,10 +424,15 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
             time.sleep(POLL_S)
 
         # The agent's exit: it flushes what is left and prints its summary.
+        # Peak RSS: VmHWM, read until the agent is a zombie (ru_maxrss would count our own memory too).
+        max_rss_mb = (vm_status_mb(agent.pid) or (0.0, 0.0))[1]
         agent.send_signal(signal.SIGINT)
         stopped_at = time.monotonic()
         exit_deadline = stopped_at + args.shutdown_timeout + EXIT_MARGIN_S
         while True:
+            memory = vm_status_mb(agent.pid)
+            if memory:
+                max_rss_mb = max(max_rss_mb, memory[1])
             pid, status, usage = os.wait4(agent.pid, os.WNOHANG)
             if pid:
                 break
@@ -457,7 +463,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
            dict(t_stop=t_stop, t_restart=t_restart, t_storm_end=t_storm_end, t_spool_empty=t_spool_empty,
                 t_delivered=t_delivered, t_backlog=t_backlog, first_logs=first_delivery.get("logs"),
                 first_spans=first_delivery.get("spans")),
-           usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, exit_s)
+           usage.ru_utime + usage.ru_stime, max_rss_mb, exit_s)
     return 0
 
 

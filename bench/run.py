@@ -65,7 +65,7 @@ Counting, decided:
   ~10-20 s here, not necessarily for the default 60 s (then lost > 0: a larger --ring-buffer-size,
   or --seconds 20). --agent-defaults passes none of them, to show what the defaults lose.
 - exit s = SIGINT to exit: draining the ring buffer backlog and, for otlp, flushing the export
-  queues. max RSS MB = the agent's peak resident memory (the ring buffer, mapped twice, and the
+  queues. max RSS MB = the agent's peak resident memory (the ring buffer, mapped once, and the
   queued backlog show there).
 - The agent's stdout goes to a file on tmpfs (/dev/shm, deleted afterwards) rather than to
   /dev/null: its rows are what we count. Nothing reads it during the run, so it costs the agent

@@ -24,19 +24,16 @@ from typing import Sequence
 
 from .. import abi
 from ..enrich import ProcessNames
-from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, format_bytes
+from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
 from ..session import Session
 from .otlp_wire import (
     EVENT_NAME_FIELD, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
-    int64_varint,
-    int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece, varint,
+    int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
+    varint,
 )
 
 CACHE_LIMIT = 65536  # entries in the address and process caches; a full cache is cleared
 
-# Log body: `comm client -> server tx= rx= ms [error]`, as record.log_body writes it.
-_BODY = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
-_SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))  # "0B" .. "1023B", the usual counts
 _pack_double = struct.Struct("<d").pack
 
 
@@ -99,7 +96,7 @@ class SessionFrames:
         addresses, processes, errors = self._addresses, self._processes, self._errors
         address, process, error_entry = self._address, self._process, self._error
         roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
-        types, bodies, small_bytes = _NETWORK_TYPES, _BODY, _SMALL_BYTES
+        types = _NETWORK_TYPES
         log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
         varints = VARINTS
         log_out: list[bytes] = []
@@ -133,13 +130,10 @@ class SessionFrames:
 
             if logs:
                 block = log_tag.join(pieces)
-                # record.log_body, inlined
-                sent = small_bytes[tx] if 0 <= tx < 1024 else format_bytes(tx)
-                received = small_bytes[rx] if 0 <= rx < 1024 else format_bytes(rx)
                 if kind == _KIND_SERVER:
-                    body = bodies[family] % (comm, ra, rp, la, lp, sent, received, duration)
+                    body = body_text(family, comm, ra, rp, la, lp, tx, rx, duration)
                 else:
-                    body = bodies[family] % (comm, la, lp, ra, rp, sent, received, duration)
+                    body = body_text(family, comm, la, lp, ra, rp, tx, rx, duration)
                 if error_type:
                     body = f"{body} {error_type}"
                 body = body.encode()

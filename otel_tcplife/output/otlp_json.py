@@ -19,7 +19,7 @@ import orjson
 
 from .. import abi
 from ..enrich import ProcessNames
-from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, format_bytes
+from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
 from ..session import Session
 
 CACHE_LIMIT = 8192
@@ -64,9 +64,6 @@ LOG = ('{"timeUnixNano":"%d","observedTimeUnixNano":"%d","severityNumber":' + st
        ',"body":{"stringValue":"%s"},"attributes":[%s],"traceId":"%s","spanId":"%s","eventName":' +
        _json(EVENT_NAME) + '}')
 SPAN = '{"traceId":"%s","spanId":"%s",%s,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[%s]%s}'
-# Log body: `comm client -> server tx= rx= ms [error]`, as record.log_body writes it.
-BODIES = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
-SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))
 
 
 class OtlpJsonEncoder:
@@ -107,7 +104,7 @@ class OtlpJsonEncoder:
         processes, errors = self._processes, self._errors
         process_entry, error_entry = self._process, self._error
         roles, unknown = SPAN_ROLES, SPAN_ROLES[abi.ROLE_UNKNOWN]
-        templates, types, bodies, small = ATTRIBUTES, NETWORK_TYPES, BODIES, SMALL_BYTES
+        templates, types = ATTRIBUTES, NETWORK_TYPES
         CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
         items = []
         append = items.append
@@ -127,12 +124,10 @@ class OtlpJsonEncoder:
                 attributes = templates[abi.ROLE_UNKNOWN] % (types[family], la, lp, ra, rp,
                                                             process, role_attribute, tx, rx, duration, error_attribute)
             if logs:
-                sent = small[tx] if 0 <= tx < 1024 else format_bytes(tx)
-                received = small[rx] if 0 <= rx < 1024 else format_bytes(rx)
                 if role == SERVER:
-                    body = bodies[family] % (comm_json, ra, rp, la, lp, sent, received, duration)
+                    body = body_text(family, comm_json, ra, rp, la, lp, tx, rx, duration)
                 else:
-                    body = bodies[family] % (comm_json, la, lp, ra, rp, sent, received, duration)
+                    body = body_text(family, comm_json, la, lp, ra, rp, tx, rx, duration)
                 append(LOG % (close + offset, observed, body + error_suffix, attributes,
                               hex_ids[j:j + 32], hex_ids[j + 32:j + 48]))
             else:
