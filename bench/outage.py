@@ -79,16 +79,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import vm_status_mb  # noqa: E402
+from run import EXIT_MARGIN_S, READY_LINE, READY_TIMEOUT_S, stop_agent, wait_ready  # noqa: E402
 from storm import DEFAULT_SERVERS, DEFAULT_WORKERS, free_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_AGENT = BENCH.parent / ".venv" / "bin" / "otel-tcplife"
 SINK = BENCH / "otlp_sink.py"
 STORM = BENCH / "storm.py"
-READY_LINE = b"otel-tcplife: tracing via"
-READY_TIMEOUT_S = 60.0
-EXIT_MARGIN_S = 60.0
 SINK_TIMEOUT_S = 60.0
 RING_BUFFER_BYTES = 128 * 1024 * 1024
 SHUTDOWN_TIMEOUT_S = 300.0
@@ -297,15 +294,10 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
         print(f"sink: {SINK.name} --port-filter {port} --track-ids --control (port {sink.port})", flush=True)
         err_path = workdir / "agent.err"
         with err_path.open("w") as err:
+            started = time.monotonic()
             agent = subprocess.Popen([str(args.agent), *agent_args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while READY_LINE not in err_path.read_bytes()[:4096]:
-            if agent.poll() is not None:
-                raise RuntimeError(f"agent exited with {agent.returncode}: {err_path.read_text().strip()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.01)
+        wait_ready(agent, started, err_path, err_path)
         log = AgentLog(err_path)
 
         storm_cmd = [sys.executable, str(STORM), "--seconds", f"{args.seconds:g}", "--rate", f"{args.rate:g}",
@@ -424,23 +416,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
             time.sleep(POLL_S)
 
         # The agent's exit: it flushes what is left and prints its summary.
-        # Peak RSS: VmHWM, read until the agent is a zombie (ru_maxrss would count our own memory too).
-        max_rss_mb = (vm_status_mb(agent.pid) or (0.0, 0.0))[1]
-        agent.send_signal(signal.SIGINT)
-        stopped_at = time.monotonic()
-        exit_deadline = stopped_at + args.shutdown_timeout + EXIT_MARGIN_S
-        while True:
-            memory = vm_status_mb(agent.pid)
-            if memory:
-                max_rss_mb = max(max_rss_mb, memory[1])
-            pid, status, usage = os.wait4(agent.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > exit_deadline:
-                raise RuntimeError("agent did not exit in time after SIGINT")
-            time.sleep(0.02)
-        exit_s = time.monotonic() - stopped_at
-        agent.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+        exit_s, agent_cpu_s, max_rss_mb = stop_agent(agent, args.shutdown_timeout + EXIT_MARGIN_S)
         stderr_rest = log.read() + ([log.partial] if log.partial else [])
         summary = None
         for line in stderr_rest:
@@ -451,7 +427,9 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
                 notes.append((now(), text))
         if agent.returncode != 0 or summary is None:
             raise RuntimeError(f"agent exited with {agent.returncode}: {err_path.read_text()[-2000:]}")
-        leftover = sorted(str(p.relative_to(spool_dir)) for p in Path(spool_dir).rglob("*") if p.is_file())
+        # Each signal's directory keeps its (empty) lock file: one agent per spool.
+        leftover = sorted(str(p.relative_to(spool_dir)) for p in Path(spool_dir).rglob("*")
+                          if p.is_file() and p.name != "lock")
         sink_final = sink.finish()
     finally:
         for proc in (storm, agent):
@@ -463,7 +441,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
            dict(t_stop=t_stop, t_restart=t_restart, t_storm_end=t_storm_end, t_spool_empty=t_spool_empty,
                 t_delivered=t_delivered, t_backlog=t_backlog, first_logs=first_delivery.get("logs"),
                 first_spans=first_delivery.get("spans")),
-           usage.ru_utime + usage.ru_stime, max_rss_mb, exit_s)
+           agent_cpu_s, max_rss_mb, exit_s)
     return 0
 
 

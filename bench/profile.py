@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DEFAULT_AGENT, READY_LINE, READY_TIMEOUT_S, Sink, build_modes, stop_process  # noqa: E402
+from run import DEFAULT_AGENT, Sink, build_modes, stop_agent, stop_process, wait_ready  # noqa: E402
 from storm import free_port, run_storm  # noqa: E402
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -104,15 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="otel-tcplife-profile-") as workdir:
         err_path, raw = Path(workdir) / "agent.err", Path(workdir) / "profile.raw"
         with err_path.open("wb") as err:
+            started = time.monotonic()
             agent = subprocess.Popen([*shlex.split(args.agent_cmd), *agent_args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
         spy = None
         try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while READY_LINE not in err_path.read_bytes():
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"profile: error: agent not ready: {err_path.read_text()[-1000:]}")
-                time.sleep(0.02)
+            wait_ready(agent, started, err_path, err_path)
             storm: dict = {}
             runner = threading.Thread(target=lambda: storm.update(run_storm(
                 seconds=args.seconds, port=port, rate=args.rate)))
@@ -123,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "--output", str(raw), "--gil", "--nonblocking"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             runner.join()
-            agent.send_signal(signal.SIGINT)
-            agent.wait(timeout=60)
+            stop_agent(agent, 60)
         finally:
             stop_process(agent)
             if sink:

@@ -246,6 +246,42 @@ def vm_status_mb(pid: int) -> tuple[float, float] | None:
     return None if rss is None or hwm is None else (rss, hwm)
 
 
+def wait_ready(proc: subprocess.Popen, started: float, ready_path: Path, err_path: Path,
+               on_stdout: bool = False) -> float:
+    """Until the agent started at `started` (time.monotonic()) is ready: on_stdout, a first line in
+    ready_path (the table's header); else READY_LINE there. Returns the start-up seconds;
+    RuntimeError if it exits first or is not ready READY_TIMEOUT_S after its start."""
+    while True:
+        head = ready_path.read_bytes()[:65536]
+        if (b"\n" in head) if on_stdout else (READY_LINE in head):
+            return time.monotonic() - started
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()[-2000:]}")
+        if time.monotonic() - started > READY_TIMEOUT_S:
+            raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
+        time.sleep(0.01)
+
+
+def stop_agent(proc: subprocess.Popen, timeout: float, peak_rss_mb: float = 0.0) -> tuple[float, float, float]:
+    """SIGINT (the agent drains its ring buffer, flushes, prints its stats), then wait for it to exit,
+    reading VmHWM until it is a zombie. Returns (seconds to exit, user+sys CPU seconds of its whole
+    life, peak RSS MB); sets proc.returncode. RuntimeError if it takes longer than timeout."""
+    proc.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    while True:
+        memory = vm_status_mb(proc.pid)
+        if memory is not None:
+            peak_rss_mb = max(peak_rss_mb, memory[1])
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() - stopped_at > timeout:
+            raise RuntimeError(f"agent did not exit within {timeout:.0f} s of SIGINT")
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+    return time.monotonic() - stopped_at, usage.ru_utime + usage.ru_stime, peak_rss_mb
+
+
 def read_summary(stderr_text: str) -> dict:
     for line in reversed(stderr_text.splitlines()):
         if line.startswith("{"):
@@ -301,18 +337,8 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
         with out_path.open("w") as out, err_path.open("w") as err:
             started = time.monotonic()
             proc = subprocess.Popen([str(agent), *agent_args], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        ready_path = out_path if mode.ready_on_stdout else err_path
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            head = ready_path.read_bytes()[:4096]
-            if (b"\n" in head) if mode.ready_on_stdout else (READY_LINE in head):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.01)
-        startup_s = time.monotonic() - started
+        startup_s = wait_ready(proc, started, out_path if mode.ready_on_stdout else err_path, err_path,
+                               mode.ready_on_stdout)
         cpu_at_ready = process_cpu_seconds(proc.pid)
         rss_at_ready, peak_rss = vm_status_mb(proc.pid) or (None, 0.0)
         rss_samples: list[float] = []
@@ -327,21 +353,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
         # every session is closed when this returns; RSS sampled about every second meanwhile
         storm = run_storm(**storm_args, tick=sample_rss, tick_seconds=RSS_SAMPLE_S)
 
-        proc.send_signal(signal.SIGINT)  # the agent drains its ring buffer, flushes, prints its stats
-        stopped_at = time.monotonic()
-        deadline = stopped_at + exit_timeout
-        while True:
-            memory = vm_status_mb(proc.pid)  # the peak so far, until it is a zombie
-            if memory is not None:
-                peak_rss = max(peak_rss, memory[1])
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"agent did not exit within {exit_timeout:.0f} s of SIGINT")
-            time.sleep(0.02)
-        exit_s = time.monotonic() - stopped_at
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+        exit_s, agent_cpu_s, peak_rss = stop_agent(proc, exit_timeout, peak_rss)
         if proc.returncode != 0:
             raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()}")
         sink_counts = sink.stop() if sink else None
@@ -362,7 +374,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
     out_path.unlink()
     err_path.unlink()
     return {"storm": storm, "summary": summary, "reported": storm_rows, "other": other_rows, "bad": bad_rows,
-            "sink": sink_counts, "agent_cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_ready,
+            "sink": sink_counts, "agent_cpu_s": agent_cpu_s - cpu_at_ready,
             "exit_s": exit_s, "max_rss_mb": peak_rss, "startup_s": startup_s,
             "rss_at_ready_mb": rss_at_ready, "rss_samples": rss_samples,
             "steady_rss_mb": statistics.median(rss_samples) if rss_samples else None, "stderr": notes}

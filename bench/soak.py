@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,8 +54,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE, READY_TIMEOUT_S, Sink,  # noqa: E402
-                 build_modes, process_cpu_seconds, stop_process, vm_status_mb)
+from run import (DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE, Sink, build_modes,  # noqa: E402
+                 process_cpu_seconds, stop_agent, stop_process, vm_status_mb, wait_ready)
 from storm import DEFAULT_MAX_CONNECTIONS, DEFAULT_SERVERS, DEFAULT_WORKERS, MAX_SECONDS, free_port, run_storm  # noqa: E402
 
 CAP_RATE = 100_000  # conn/s: the storm's cap is --seconds x this, far above what this machine makes
@@ -164,14 +163,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             started = time.monotonic()
             agent = subprocess.Popen([str(args.agent), *agent_args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
-        deadline = started + READY_TIMEOUT_S
-        while READY_LINE not in err_path.read_bytes()[:65536]:
-            if agent.poll() is not None:
-                raise RuntimeError(f"agent exited with {agent.returncode}: {err_path.read_text().strip()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.01)
-        startup_s = time.monotonic() - started
+        startup_s = wait_ready(agent, started, err_path, err_path)
         cpu_at_ready = process_cpu_seconds(agent.pid)
         rss_at_ready, peak = vm_status_mb(agent.pid) or (None, 0.0)
         log = StderrLines(err_path)
@@ -223,21 +215,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                           payload_size=args.payload_size, max_connections=cap, tick=sample, tick_seconds=POLL_S)
         sample(time.monotonic() - storm_started, final=True)  # RSS at the storm's end, before SIGINT
 
-        agent.send_signal(signal.SIGINT)
-        stopped_at = time.monotonic()
-        exit_deadline = stopped_at + SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S
-        while True:
-            status = vm_status_mb(agent.pid)
-            if status is not None:
-                peak = max(peak, status[1])
-            pid, wait_status, usage = os.wait4(agent.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > exit_deadline:
-                raise RuntimeError("agent did not exit in time after SIGINT")
-            time.sleep(0.02)
-        exit_s = time.monotonic() - stopped_at
-        agent.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped here, tell Popen
+        exit_s, cpu_s, peak = stop_agent(agent, SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S, peak)
         summary = None
         for line in log.read(final=True):
             if line.startswith("{"):
@@ -254,7 +232,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             stop_process(sink.proc)
 
     report(args, storm, summary, sink_counts, samples, notes, startup_s=startup_s, rss_at_ready=rss_at_ready,
-           peak=peak, cpu_s=usage.ru_utime + usage.ru_stime - cpu_at_ready, exit_s=exit_s)
+           peak=peak, cpu_s=cpu_s - cpu_at_ready, exit_s=exit_s)
     return 0
 
 
