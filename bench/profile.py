@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/profile.py                       # ndjson at 5000 conn/s
     .venv/bin/python bench/profile.py --mode otlp --rate 5000 --seconds 20
-    .venv/bin/python bench/profile.py --agent-cmd "env PYTHONPATH=/tmp/old .venv/bin/python -m otel_tcplife"
+    .venv/bin/python bench/profile.py --agent-cmd "env -C /tmp/old PYTHONPATH=/tmp/old:$SITE $VENV/bin/python -S -m otel_tcplife"
+        (an older commit in /tmp/old, `git worktree add`, with the BPF object copied in; SITE is the
+        venv's site-packages: -S and -C keep the venv's editable install of this checkout out of the way)
 
 The agent (unfiltered, its own defaults; --mode as in run.py: table, ndjson, otlp-json, otlp, the
 last with bench/otlp_sink.py in another process) runs under bench/storm.py at --rate for --seconds,
