@@ -5,8 +5,9 @@ it), page 1 the producer position; the data pages follow. The kernel offers
 them twice in a row, so that a record wrapping around the end is contiguous;
 we map them once (half the resident memory) and join the two parts of a
 batch that wraps. Each record is an 8-byte header (length with BUSY and
-DISCARD bits, page offset) and the sample, padded to 8 bytes. Records are committed in any order but consumed
-in order: reading stops at the first one still BUSY.
+DISCARD bits, page offset) and the sample, padded to 8 bytes. Records are
+committed in any order but consumed in order: reading stops at the first
+one still BUSY.
 
 The positions are shared with the kernel, which reads and writes them while
 we do: each is read and written with ONE aligned 8-byte access (shared_u64),
