@@ -99,6 +99,7 @@ class SessionFrames:
         types = _NETWORK_TYPES
         log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
         varints = VARINTS
+        CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
         log_out: list[bytes] = []
         span_out: list[bytes] = []
         j = 0
@@ -115,9 +116,9 @@ class SessionFrames:
             tx_value, rx_value = _count(tx), _count(rx)
             pieces = [b"", _TRANSPORT, types[family], local[0], _LOCAL_PORT[len(lv)] + lv,
                       peer[1], _PEER_PORT[len(rv)] + rv]
-            if role == abi.ROLE_CLIENT:
+            if role == CLIENT:
                 pieces += (local[2], _CLIENT_PORT[len(lv)] + lv, peer[3], _SERVER_PORT[len(rv)] + rv)
-            elif role == abi.ROLE_SERVER:
+            elif role == SERVER:
                 pieces += (peer[2], _CLIENT_PORT[len(rv)] + rv, local[3], _SERVER_PORT[len(lv)] + lv)
             pieces += processes.get((pid, comm)) or process(pid, comm)
             pieces += (role_piece, _SENT[len(tx_value)] + tx_value, _RECEIVED[len(rx_value)] + rx_value,

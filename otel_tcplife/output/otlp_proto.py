@@ -3,13 +3,12 @@
 The readable reference: the agent sends what otlp_frames.SessionFrames and
 otlp_wire.WireEncoder write by hand, straight from sessions (about 6x faster
 than RecordBuilder + this, bench/encode.py); tests check the two byte for
-byte. No SDK LogRecord or Span per session here either. Requests stay under
-MAX_REQUEST_BYTES.
+byte. No SDK LogRecord or Span per session here either.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,9 +17,6 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord, log_body
-
-# Collectors commonly refuse messages over 4 MiB; keep a margin for framing.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 def _set_attributes(repeated, attributes: tuple[tuple[str, object], ...]) -> None:
@@ -81,16 +77,3 @@ class ProtoEncoder:
                 span.status.code = Status.STATUS_CODE_ERROR
                 span.status.message = r.error_type
         return request
-
-    def encoder_for(self, signal: str) -> Callable[[list[SessionRecord]], list[tuple[bytes, int]]]:
-        """records -> serialized requests, each under MAX_REQUEST_BYTES, with its record count."""
-        build = self.logs_request if signal == "logs" else self.traces_request
-
-        def encode(records: list[SessionRecord]) -> list[tuple[bytes, int]]:
-            payload = build(records).SerializeToString()
-            if len(payload) <= MAX_REQUEST_BYTES or len(records) == 1:
-                return [(payload, len(records))]
-            half = len(records) // 2
-            return encode(records[:half]) + encode(records[half:])
-
-        return encode

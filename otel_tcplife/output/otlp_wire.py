@@ -65,8 +65,10 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from . import otlp_proto  # MAX_REQUEST_BYTES, read at call time (tests lower it)
 from ..record import EVENT_NAME, SEVERITY_INFO
+
+# Collectors commonly refuse messages over 4 MiB; keep a margin for framing.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 _UINT64 = (1 << 64) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -223,7 +225,7 @@ class WireEncoder:
         """Framed records (of one signal) -> requests, each under MAX_REQUEST_BYTES, with their
         record counts. Packed greedily, in order; a record too big on its own goes alone, as in
         ProtoEncoder."""
-        limit = otlp_proto.MAX_REQUEST_BYTES
+        limit = MAX_REQUEST_BYTES  # a global, read at call time: tests lower it
         size = sum(map(len, framed))
         if self._request_size(size) <= limit:
             return [(self._request(framed, size), len(framed))]

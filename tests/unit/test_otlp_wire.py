@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_tcplife import abi
 from otel_tcplife.enrich import ProcessNames
-from otel_tcplife.output import otlp_proto
+from otel_tcplife.output import otlp_wire
 from otel_tcplife.output.otlp_frames import SessionFrames
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.output.otlp_wire import WireEncoder, varint
@@ -103,7 +103,7 @@ def test_varint(n):
 @pytest.mark.parametrize("signal", SIGNALS)
 @pytest.mark.parametrize("limit", [1500, 4096, 20_000])
 def test_batches_are_split_greedily_under_the_limit(monkeypatch, signal, limit):
-    monkeypatch.setattr(otlp_proto, "MAX_REQUEST_BYTES", limit)
+    monkeypatch.setattr(otlp_wire, "MAX_REQUEST_BYTES", limit)
     records, frames = records_and_frames(varied_sessions(120))
     proto, wire = ProtoEncoder(RESOURCE, SCOPE), WireEncoder(RESOURCE, SCOPE)
     requests = wire.requests(frames[signal])
@@ -121,7 +121,7 @@ def test_batches_are_split_greedily_under_the_limit(monkeypatch, signal, limit):
 
 @pytest.mark.parametrize("signal", SIGNALS)
 def test_a_record_too_big_alone_goes_alone(monkeypatch, signal):
-    monkeypatch.setattr(otlp_proto, "MAX_REQUEST_BYTES", 100)
+    monkeypatch.setattr(otlp_wire, "MAX_REQUEST_BYTES", 100)
     records, frames = records_and_frames(varied_sessions(5))
     requests = WireEncoder(RESOURCE, SCOPE).requests(frames[signal])
     assert [count for _, count in requests] == [1] * 5

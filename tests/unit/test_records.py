@@ -157,16 +157,6 @@ def test_otlp_json_of_no_sessions_is_no_line():
     assert encoder.encode([], b"", 0, OBSERVED) == b""
 
 
-def test_large_batches_are_split_under_the_request_limit(monkeypatch):
-    from otel_tcplife.output import otlp_proto
-    monkeypatch.setattr(otlp_proto, "MAX_REQUEST_BYTES", 4096)
-    encode = ProtoEncoder(resource_proto(Resource.create({})), scope_proto()).encoder_for("logs")
-    requests = encode(build(*[session() for _ in range(50)]))
-    assert len(requests) > 1
-    assert sum(count for _, count in requests) == 50
-    assert all(len(payload) <= 4096 for payload, _ in requests)
-
-
 def test_ndjson_escapes_process_names():
     _, rows = build_both(session(comm='x},{"y\\'), session(comm="plain\u00e9"))
     assert [row["thread.name"] for row in rows] == ['x},{"y\\', "plain\u00e9"]
