@@ -71,7 +71,6 @@ import os
 import platform
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +78,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import EXIT_MARGIN_S, READY_LINE, READY_TIMEOUT_S, stop_agent, wait_ready  # noqa: E402
-from storm import DEFAULT_SERVERS, DEFAULT_WORKERS, free_port  # noqa: E402
+from run import (EXIT_MARGIN_S, READY_LINE, READY_TIMEOUT_S, sink_counts, stop_agent,  # noqa: E402
+                 stop_process, wait_ready)
+from storm import add_storm_arguments, free_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_AGENT = BENCH.parent / ".venv" / "bin" / "otel-tcplife"
@@ -95,13 +95,6 @@ SINK_POLL_S = 0.25
 SIGNALS = (("logs", "logs"), ("traces", "spans"))  # agent stats key, sink key
 EXPORT_DROPS = ("rejected", "dropped_queue_full", "dropped_permanent", "dropped_retry_exhausted",
                 "dropped_shutdown", "dropped_spool_full", "dropped_spool_io_error")
-
-
-def stop_process(proc: subprocess.Popen | None) -> None:
-    """Kill one of our own children, by its handle, if it is still running."""
-    if proc is not None and proc.returncode is None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
 
 
 def dir_bytes(path: str) -> int:
@@ -150,16 +143,7 @@ class ControlledSink:
         return answer
 
     def finish(self) -> dict:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=SINK_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc)
-            raise RuntimeError(f"otlp sink did not exit within {SINK_TIMEOUT_S:.0f} s") from None
-        lines = out.decode().strip().splitlines()
-        if self.proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-            raise RuntimeError(f"otlp sink exited with {self.proc.returncode}: {self._stderr()}")
-        return json.loads(lines[-1])
+        return sink_counts(self.proc, lambda _err: self._stderr())
 
 
 class AgentLog:
@@ -229,12 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="after the storm, longest wait for spool empty and delivered == made "
                              "(default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="storm client processes (default: 2 per CPU, %(default)s)")
-    parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
-                        help="storm server processes (default: 1 per CPU, %(default)s)")
-    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
-                        help="bytes sent each way per connection (default %(default)s)")
+    add_storm_arguments(parser)
     parser.add_argument("--agent", type=Path, default=DEFAULT_AGENT, help="agent executable (default %(default)s)")
     parser.add_argument("--ring-buffer-size", type=int, default=RING_BUFFER_BYTES,
                         help="the agent's --ring-buffer-size (default %(default)s)")

@@ -108,7 +108,7 @@ from typing import Callable
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from storm import DEFAULT_SERVERS, DEFAULT_WORKERS, free_port, run_storm  # noqa: E402
+from storm import add_storm_arguments, free_port, run_storm  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AGENT = REPO_ROOT / ".venv" / "bin" / "otel-tcplife"
@@ -292,9 +292,9 @@ def read_summary(stderr_text: str) -> dict:
     raise RuntimeError(f"agent printed no stats line; stderr:\n{stderr_text[-2000:]}")
 
 
-def stop_process(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen | None) -> None:
     """Kill one of our own children, by its handle, if it is still running."""
-    if proc.returncode is None and proc.poll() is None:
+    if proc is not None and proc.returncode is None and proc.poll() is None:
         proc.kill()
         proc.wait()
 
@@ -313,16 +313,21 @@ class Sink:
         self.port = int(line)
 
     def stop(self) -> dict:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=SINK_EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc)
-            raise RuntimeError(f"otlp sink did not exit within {SINK_EXIT_TIMEOUT_S:.0f} s") from None
-        lines = out.decode().strip().splitlines()
-        if self.proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-            raise RuntimeError(f"otlp sink exited with {self.proc.returncode}: {err.decode()[-2000:]}")
-        return json.loads(lines[-1])
+        return sink_counts(self.proc, lambda err: err.decode()[-2000:])
+
+
+def sink_counts(proc: subprocess.Popen, stderr_text: Callable[[bytes | None], str]) -> dict:
+    """SIGTERM otlp_sink.py, wait for it, return its final JSON line (stderr_text(err) for errors)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=SINK_EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+        raise RuntimeError(f"otlp sink did not exit within {SINK_EXIT_TIMEOUT_S:.0f} s") from None
+    lines = out.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"otlp sink exited with {proc.returncode}: {stderr_text(err)}")
+    return json.loads(lines[-1])
 
 
 def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_timeout: float) -> dict:
@@ -597,12 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true",
                         help="run bench/soak.py instead, with the options that follow (see --soak -h)")
     parser.add_argument("--seconds", type=float, default=60.0, help="storm duration per run (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="storm client processes (default: 2 per CPU, %(default)s)")
-    parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
-                        help="storm server processes (default: 1 per CPU, %(default)s)")
-    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
-                        help="bytes sent each way per connection (default %(default)s)")
+    add_storm_arguments(parser)
     parser.add_argument("--rate", type=float, default=None, metavar="CONN_PER_S",
                         help="pace the storm at this many connections a second, over all clients "
                              "(default: as fast as possible)")

@@ -56,7 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE, Sink, build_modes,  # noqa: E402
                  process_cpu_seconds, stop_agent, stop_process, vm_status_mb, wait_ready)
-from storm import DEFAULT_MAX_CONNECTIONS, DEFAULT_SERVERS, DEFAULT_WORKERS, MAX_SECONDS, free_port, run_storm  # noqa: E402
+from storm import DEFAULT_MAX_CONNECTIONS, MAX_SECONDS, add_storm_arguments, free_port, run_storm  # noqa: E402
 
 CAP_RATE = 100_000  # conn/s: the storm's cap is --seconds x this, far above what this machine makes
 SHUTDOWN_TIMEOUT_S = 5.0  # the agent's default --shutdown-timeout
@@ -116,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the agent's --stats-interval: one RSS sample per stats line (default %(default)s)")
     parser.add_argument("--growth-tolerance-mb", type=float, default=2.0,
                         help="RSS growth counted as none up to this (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="storm client processes (default: 2 per CPU, %(default)s)")
-    parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
-                        help="storm server processes (default: 1 per CPU, %(default)s)")
-    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
-                        help="bytes sent each way per connection (default %(default)s)")
+    add_storm_arguments(parser)
     parser.add_argument("--agent", type=Path, default=DEFAULT_AGENT, help="agent executable (default %(default)s)")
     args = parser.parse_args(argv)
     if not os.access(args.agent, os.X_OK):

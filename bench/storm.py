@@ -211,16 +211,21 @@ def run_storm(seconds: float = 10.0, workers: int = DEFAULT_WORKERS, servers: in
     }
 
 
+def add_storm_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --servers, --bytes (dest payload_size): the storm's shape, for every bench."""
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="storm client processes (default: 2 per CPU, %(default)s)")
+    parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
+                        help="storm server processes (default: 1 per CPU, %(default)s)")
+    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
+                        help="bytes sent each way per connection, 0 for none (default %(default)s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Loopback TCP connection storm (127.0.0.1 only).")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="client processes (default: 2 per CPU, %(default)s)")
-    parser.add_argument("--servers", type=int, default=DEFAULT_SERVERS,
-                        help="server processes (default: 1 per CPU, %(default)s)")
+    add_storm_arguments(parser)
     parser.add_argument("--port", type=int, default=0, help="server port (default: any free one)")
-    parser.add_argument("--bytes", type=int, default=16, dest="payload_size",
-                        help="bytes sent each way per connection, 0 for none (default %(default)s)")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                         help="stop after this many connections in all (default %(default)s)")
     parser.add_argument("--rate", type=float, default=None, metavar="CONN_PER_S",

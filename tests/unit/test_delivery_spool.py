@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from otel_tcplife.delivery import (ExporterStats, PermanentError, QueuedExporter, RetryableError, RetryPolicy,
                                    SendResult, Spool)
 from otel_tcplife.delivery import spool as spool_module
-from otel_tcplife.delivery.testing import FakeSender, Slow
+from otel_tcplife.delivery.testing import FakeSender
+
+from .test_delivery_exporter import OUTCOMES  # what a collector may answer
 
 FAST_RETRY = RetryPolicy(initial_interval=0.005, max_interval=0.02, max_elapsed=5.0)
 SLOW_RETRY = RetryPolicy(initial_interval=1.0)  # a retry never comes within a test's shutdown timeout
@@ -250,17 +252,6 @@ def test_snapshot_has_the_spool_figures(tmp_path):
         "spool_bytes", "spool_oldest_age_s", "replayed", "duplicated", "corrupted", "dropped_spool_full",
         "dropped_spool_io_error", "spool_write_errors"}
     exp.shutdown(0.0)
-
-
-OUTCOMES = st.sampled_from([
-    SendResult(),
-    SendResult(rejected=1, message="partial"),
-    RetryableError("UNAVAILABLE"),
-    RetryableError("RESOURCE_EXHAUSTED", retry_after=0.01),
-    PermanentError("INVALID_ARGUMENT"),
-    Slow(0.01),
-    Slow(0.01, RetryableError("DEADLINE_EXCEEDED")),
-])
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

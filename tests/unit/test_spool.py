@@ -145,6 +145,13 @@ def test_segments_rotate_and_are_deleted_once_all_their_entries_are_acked(tmp_pa
     assert os.listdir(tmp_path) == []
 
 
+def flip(path, offset: int, bits: int = 0xFF) -> None:
+    """Damage one byte of a file on disk."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= bits
+    path.write_bytes(bytes(data))
+
+
 def test_a_flipped_byte_loses_that_entry_only_and_is_counted_once(tmp_path):
     logs: list[str] = []
     spool = open_spool(tmp_path)
@@ -152,9 +159,7 @@ def test_a_flipped_byte_loses_that_entry_only_and_is_counted_once(tmp_path):
     spool.close()
     path = tmp_path / segments(tmp_path)[0]
     victim = entries_in(path)[2]
-    data = bytearray(path.read_bytes())
-    data[victim.offset + HEADER_BYTES + 3] ^= 0x01
-    path.write_bytes(bytes(data))
+    flip(path, victim.offset + HEADER_BYTES + 3, 0x01)
 
     reopened = open_spool(tmp_path, logs)
     assert [e.id for e in take_all(reopened)] == [0, 1, 3, 4]
@@ -172,9 +177,7 @@ def test_damage_to_an_acked_entry_loses_nothing(tmp_path):
     spool.ack(spool.take().id)
     spool._abandon()
     path = tmp_path / segments(tmp_path)[0]
-    data = bytearray(path.read_bytes())
-    data[10] ^= 0xFF  # the crc of entry 0
-    path.write_bytes(bytes(data))
+    flip(path, 10)  # the crc of entry 0
     reopened = open_spool(tmp_path)
     assert reopened.stats()["corrupted"] == 0
     assert [e.id for e in take_all(reopened)] == [1, 2]
@@ -187,9 +190,7 @@ def test_damage_to_any_header_field_is_found_and_resynced(tmp_path, field_offset
     fill(spool, 4)
     spool.close()
     path = tmp_path / segments(tmp_path)[0]
-    data = bytearray(path.read_bytes())
-    data[entries_in(path)[1].offset + field_offset + 3] ^= 0xFF  # the length becomes huge, the id wrong...
-    path.write_bytes(bytes(data))
+    flip(path, entries_in(path)[1].offset + field_offset + 3)  # the length becomes huge, the id wrong...
     reopened = open_spool(tmp_path)
     assert [e.id for e in take_all(reopened)] == [0, 2, 3]
     assert reopened.stats()["corrupted"] == 1
