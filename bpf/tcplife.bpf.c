@@ -220,6 +220,11 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		return 0;
 	}
 
+	/* Only these states tell us something (payload byte counts, owner, the
+	 * close); skipping the lookup for the others is 1 lookup in 5. */
+	if (!(STATE(newstate) & (STATE(TCP_ESTABLISHED) | STATE(TCP_FIN_WAIT1) |
+				 STATE(TCP_LAST_ACK) | STATE(TCP_CLOSE))))
+		return 0;
 	info = bpf_map_lookup_elem(&socks, &key);
 	if (!info) {
 		if (newstate == TCP_ESTABLISHED) {
