@@ -532,9 +532,10 @@ def fmt_or_dash(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str, dict], rate: float) -> list[str]:
+def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str, list[dict]],
+                  rate: float) -> list[str]:
     """The issue's targets, one line per target per mode: (untraced, traced) pairs of the max-rate rounds
-    and the paced runs. lost: the worst round; the other figures: the median over rounds."""
+    and the paced runs (one a round). lost: the worst round; the other figures: the median over rounds."""
     lines: list[list[str]] = []
 
     def add(target: str, mode: str, measured: str, goal: str, ok: bool | None, detail: str) -> None:
@@ -558,15 +559,17 @@ def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str,
         add("traced/untraced rate", name, f"{ratio:.3f}", f">= {goal:.2f}", ratio >= goal,
             f"traced {statistics.median(t['storm']['conn_per_s'] for _, t in runs):.0f} / untraced "
             f"{statistics.median(u['conn_per_s'] for u, _ in runs):.0f} conn/s")
-    for name, traced in paced.items():
-        storm, observed, cpu = traced["storm"], traced["summary"]["sessions_observed"], traced["agent_cpu_s"]
-        us = cpu / observed * 1e6 if observed else None
+    for name, paced_runs in paced.items():
+        per_run = [t["agent_cpu_s"] / t["summary"]["sessions_observed"] * 1e6
+                   for t in paced_runs if t["summary"]["sessions_observed"]]
+        us = median_or_none(tuple(per_run))
+        lag = max(t["storm"]["max_lag_s"] for t in paced_runs)
         goal = CPU_TARGETS_US[name]
         add(f"CPU/session at {rate:g}/s", name, fmt_or_dash(us, "{:.2f} us"), f"<= {goal:g} us",
             None if us is None else us <= goal,
-            f"{cpu:.2f} s CPU / {observed} sessions observed; storm {storm['conn_per_s']:.0f} conn/s for "
-            f"{storm['duration_s']:.1f} s, max lag {storm['max_lag_s']:.3f} s"
-            + ("" if storm["max_lag_s"] <= 1.0 else " (the storm did NOT keep the rate)"))
+            "agent CPU s / sessions observed, per run: " + ", ".join(f"{v:.2f}" for v in per_run)
+            + f" us; storm {statistics.median(t['storm']['conn_per_s'] for t in paced_runs):.0f} conn/s, "
+            f"max lag {lag:.3f} s" + ("" if lag <= 1.0 else " (the storm did NOT keep the rate)"))
     for name, runs in max_rate.items():
         startup = statistics.median(t["startup_s"] for _, t in runs)
         add("start-up s", name, f"{startup:.2f}", f"< {STARTUP_TARGET_S:g}", startup < STARTUP_TARGET_S,
@@ -671,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: dict[str, list[list]] = {m.name: [] for m in modes}
     runs: dict[str, list[tuple[dict, dict]]] = {m.name: [] for m in modes}  # (untraced, traced) per round
-    paced: dict[str, dict] = {}
+    paced: dict[str, list[dict]] = {m.name: [] for m in paced_modes}
     details: list[str] = []
 
     def traced_run(mode: Mode, run_args: dict, label: str) -> dict:
@@ -697,9 +700,11 @@ def main(argv: list[str] | None = None) -> int:
                     medians = [median_or_none(column) for column in list(zip(*mode_rows))[2:]]
                     print(format_row([name, "median", *medians]), flush=True)
             paced_args = {**storm_args, "seconds": args.targets_rate_seconds, "rate": args.targets_rate}
-            for mode in paced_modes:
-                paced[mode.name] = traced_run(mode, paced_args, f"paced {args.targets_rate:g}/s")
-                print(format_row(row_values(mode.name, "paced", None, paced[mode.name])), flush=True)
+            for round_no in range(1, args.rounds + 1):
+                for mode in paced_modes:
+                    traced = traced_run(mode, paced_args, f"paced {args.targets_rate:g}/s, round {round_no}")
+                    paced[mode.name].append(traced)
+                    print(format_row(row_values(mode.name, f"paced{round_no}", None, traced)), flush=True)
         except RuntimeError as exc:
             print(f"bench: error: {exc}", file=sys.stderr)
             return 1
@@ -727,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         print("all consistency checks passed; the agent printed nothing else on stderr.")
     if args.targets:
         print(f"targets (agent defaults; max rate: {args.rounds} round(s) of {args.seconds:g} s, lost = worst round, "
-              f"other figures = median over rounds; CPU/session = agent CPU s / sessions observed, paced run of "
-              f"{args.targets_rate_seconds:g} s):")
+              f"other figures = median over rounds; CPU/session = agent CPU s / sessions observed, median of "
+              f"{args.rounds} paced run(s) of {args.targets_rate_seconds:g} s):")
         print("\n".join(targets_table(runs, paced, args.targets_rate)))
         print("RSS growth over 10 min at max rate: not measured here, see `run.py --soak` (bench/soak.py).")
     return 0
