@@ -52,10 +52,13 @@ probe.close()
 """
 
 
+def loaded_programs() -> list[dict]:
+    return json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout)
+
+
 def our_programs(before: set[int]) -> dict[int, str]:
     """Programs with our names loaded since `before` (ids): the holder's."""
-    shown = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout)
-    return {p["id"]: p["name"] for p in shown
+    return {p["id"]: p["name"] for p in loaded_programs()
             if p["id"] not in before and p.get("name", "").startswith(PROGRAM_PREFIXES)}
 
 
@@ -70,8 +73,7 @@ def program_stats(ids: dict[int, str]) -> dict[str, tuple[int, int]]:
 
 
 def probe_only_storm(storm_args: dict, accept: bool) -> tuple[dict, dict[str, tuple[int, int]]]:
-    before = {p["id"] for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"],
-                                                         capture_output=True, check=True).stdout)}
+    before = {p["id"] for p in loaded_programs()}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "accept" if accept else "no-accept"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-accept", action="store_true", help="attach without the accept programs")
     add_storm_arguments(parser)
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds positive")
     if shutil.which("bpftool") is None:
         print("probe_cost: bpftool not found (apt-get install bpftool)", file=sys.stderr)
         return 2
