@@ -59,32 +59,25 @@ class TableWriter:
     def write(self, sessions: Sequence[Session]) -> None:
         if not sessions:
             return
+        # The hot path: one comprehension, no call per row.
+        row_format = self.row_format
+        ips = {4: "4", 6: "6"} if self.show_ip else {4: "", 6: ""}
+        lines = [row_format % (pid, comm, ips.get(family, ""), laddr, lport, raddr, rport,
+                               tx // 1024, rx // 1024, (close - birth) // 1000 / 1000)
+                 for pid, comm, family, laddr, lport, raddr, rport, tx, rx, birth, close, _, _, _, _
+                 in sessions]
         if self.style.wall_time or self.style.timestamp:
-            lines = [self._prefix(session) + self._row(session) for session in sessions]
-        else:  # the usual case, and the hot path: one comprehension, no call per row
-            row_format = self.row_format
-            ips = {4: "4", 6: "6"} if self.show_ip else {4: "", 6: ""}
-            lines = [row_format % (pid, comm, ips.get(family, ""), laddr, lport, raddr, rport,
-                                   tx // 1024, rx // 1024, (close - birth) // 1000 / 1000)
-                     for pid, comm, family, laddr, lport, raddr, rport, tx, rx, birth, close, _, _, _, _
-                     in sessions]
+            clock = time.strftime("%H:%M:%S")  # one reading per batch
+            lines = [self._prefix(session, clock) + line for session, line in zip(sessions, lines)]
         lines.append("")
         self.stream.write("\n".join(lines))
         self.stream.flush()
 
-    def _row(self, session: Session) -> str:
-        return self.row_format % (
-            session.pid, session.comm, str(session.family) if self.show_ip else "",
-            session.laddr, session.lport, session.raddr, session.rport,
-            session.tx_bytes // 1024, session.rx_bytes // 1024, (session.close_ns - session.birth_ns) // 1000 / 1000,
-        )
-
-    def _prefix(self, session: Session) -> str:
-        """-T: TIME (local HH:MM:SS, now); -t: TIME(s), seconds since the first row's close."""
+    def _prefix(self, session: Session, clock: str) -> str:
+        """-T: TIME (clock: local HH:MM:SS, now); -t: TIME(s), seconds since the first row's close."""
         s = self.style
         prefix = ""
         if s.wall_time:
-            clock = time.strftime("%H:%M:%S")
             prefix = clock + "," if s.csv else "%-8s " % clock
         if s.timestamp:
             close_us = session.close_ns // 1000
