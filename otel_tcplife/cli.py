@@ -309,25 +309,29 @@ def run(config: Config) -> int:
     return 0
 
 
-def tune_malloc(arenas: int = 2, release_bytes: int = 128 * 1024) -> None:
-    """Keep glibc malloc from holding on to freed memory. Must run before any thread starts; a no-op
-    off glibc.
+def tune_malloc(arenas: int = 2, mmap_bytes: int = 128 * 1024, keep_bytes: int = 4 * 1024 * 1024) -> None:
+    """Keep glibc malloc from holding on to freed memory, without paying page faults for every
+    batch. Must run before any thread starts; a no-op off glibc.
     - Arenas: glibc gives each thread that allocates its own arena (up to 8 per core) and keeps
       what is freed there: with the exporter and gRPC threads that was ~10 MB more resident memory
       at 5,000 connections/s. Two are plenty for threads that mostly wait for the GIL.
-    - Large blocks (ring buffer batches, output lines joined, OTLP requests: up to a few MB each)
-      come from mmap and go back at free, and the heap is trimmed above release_bytes. By default
-      glibc raises its mmap threshold after each such free, so these blocks end up in the heap,
-      fragmenting it: OTLP at 5,000 connections/s went from 85 to 75 MB resident with this
-      (`bench/run.py --rate 5000 --modes otlp --agent-defaults`, steady RSS).
+    - Blocks of mmap_bytes or more (OTLP requests and gRPC's copies of them, up to a few MB each)
+      come from mmap and go back at free. By default glibc raises its mmap threshold after each
+      such free, so these blocks end up in the heap, fragmenting it: OTLP at 5,000 connections/s
+      went from 85 to 75 MB resident with this (`bench/run.py --rate 5000 --modes otlp
+      --agent-defaults`, steady RSS). The price is page faults on every fresh block, so the hot
+      paths keep their per-batch buffers under mmap_bytes (ring.RingReader, ndjson.CHUNK_LINES).
+    - Up to keep_bytes free at the top of the heap stay mapped: a batch's buffers are freed and
+      allocated again ten times a second, and trimming them each time cost NDJSON ~1,600 page
+      faults a second at 5,000 connections/s, 0.5 us of kernel time per session.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
     mallopt(M_ARENA_MAX, arenas)
-    mallopt(M_MMAP_THRESHOLD, release_bytes)  # also turns the threshold's adjustment off
-    mallopt(M_TRIM_THRESHOLD, release_bytes)
+    mallopt(M_MMAP_THRESHOLD, mmap_bytes)  # also turns the threshold's adjustment off
+    mallopt(M_TRIM_THRESHOLD, keep_bytes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

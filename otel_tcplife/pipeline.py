@@ -136,7 +136,7 @@ class Pipeline:
         offset = self.clock.offset()
         observed = time.time_ns()
         if self.ndjson:
-            self.stdout.write(self.ndjson.encode(sessions, ids, offset))
+            self.stdout.writelines(self.ndjson.encode(sessions, ids, offset))
             self.stdout.flush()
         if self.otlp_json:
             self.stdout.write(self.otlp_json.encode(sessions, ids, offset, observed))

@@ -50,6 +50,9 @@ class RingReader:
         self._producer = mmap.mmap(map_fd, page + data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._consumer_pos = shared_u64(self._consumer)
         self._producer_pos = shared_u64(self._producer)
+        # Records are parsed in place, not copied out: a copy of a large batch is a fresh mmap-ed
+        # block (cli.tune_malloc), whose page faults cost more than the copy.
+        self._pages = memoryview(self._producer)
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
@@ -68,19 +71,21 @@ class RingReader:
         start = self._data_start + (consumer & self._mask)
         end = start + min(producer - consumer, MAX_BATCH_RECORDS * RECORD_SIZE)
         if end <= self._data_end:
-            chunk = self._producer[start:end]
+            with self._pages[start:end] as chunk:
+                events, consumed = self._parse(chunk)
         else:  # wraps around: the rest is at the start of the data
             wrapped = end - self._data_end
             chunk = self._producer[start:self._data_end] + self._producer[self._data_start:self._data_start + wrapped]
-        events, consumed = self._parse(chunk)
+            events, consumed = self._parse(chunk)
         # Release the space: the producer may reuse it from now on.
         self._consumer_pos[0] = consumer + consumed
         return events
 
     @staticmethod
-    def _parse(chunk: bytes) -> tuple[list[tuple], int]:
+    def _parse(chunk: bytes | memoryview) -> tuple[list[tuple], int]:
         if len(chunk) % RECORD_SIZE == 0:
-            lengths = memoryview(chunk).cast("I")[::RECORD_SIZE // 4].tolist()
+            with memoryview(chunk).cast("I") as words:
+                lengths = words[::RECORD_SIZE // 4].tolist()
             if lengths.count(abi.EVENT.size) == len(lengths):  # all committed, none discarded
                 return list(RECORD.iter_unpack(chunk)), len(chunk)
         events = []
@@ -100,6 +105,7 @@ class RingReader:
     def close(self) -> None:
         self._consumer_pos.release()
         self._producer_pos.release()
+        self._pages.release()
         self._epoll.close()
         self._consumer.close()
         self._producer.close()

@@ -14,7 +14,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_tcplife import abi
 from otel_tcplife.enrich import ProcessNames
-from otel_tcplife.output.ndjson import NdjsonEncoder, Rfc3339
+from otel_tcplife.output.ndjson import CHUNK_LINES, NdjsonEncoder, Rfc3339
 from otel_tcplife.output.otlp_json import OtlpJsonEncoder
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.record import RecordBuilder, format_bytes, log_body
@@ -44,7 +44,7 @@ def build_all(*sessions, resource=None):
     ids = os.urandom(24 * len(sessions))
     names = ProcessNames(proc="/nonexistent")
     records = RecordBuilder(clock=FixedClock(), names=names).build(sessions, ids, FixedClock.offset_ns, OBSERVED)
-    lines = NdjsonEncoder(names).encode(sessions, ids, FixedClock.offset_ns).splitlines()
+    lines = b"".join(NdjsonEncoder(names).encode(sessions, ids, FixedClock.offset_ns)).splitlines()
     resource = resource or Resource.create({})
     otlp_json = {signal: OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names).encode(
         sessions, ids, FixedClock.offset_ns, OBSERVED) for signal in ("logs", "traces")}
@@ -160,3 +160,15 @@ def test_otlp_json_of_no_sessions_is_no_line():
 def test_ndjson_escapes_process_names():
     _, rows = build_both(session(comm='x},{"y\\'), session(comm="plain\u00e9"))
     assert [row["thread.name"] for row in rows] == ['x},{"y\\', "plain\u00e9"]
+
+
+def test_ndjson_chunks_hold_whole_lines_in_order():
+    sessions = [session(lport=1000 + i) for i in range(2 * CHUNK_LINES + 3)]
+    ids = os.urandom(24 * len(sessions))
+    encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"))
+    chunks = encoder.encode(sessions, ids, FixedClock.offset_ns)
+    assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, CHUNK_LINES, 3]
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert [json.loads(line)["network.local.port"] for line in b"".join(chunks).splitlines()] == [
+        s.lport for s in sessions]
+    assert encoder.encode([], b"", FixedClock.offset_ns) == []
