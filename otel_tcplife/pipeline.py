@@ -139,7 +139,7 @@ class Pipeline:
             self.stdout.writelines(self.ndjson.encode(sessions, ids, offset))
             self.stdout.flush()
         if self.otlp_json:
-            self.stdout.write(self.otlp_json.encode(sessions, ids, offset, observed))
+            self.stdout.writelines(self.otlp_json.encode(sessions, ids, offset, observed))
             self.stdout.flush()
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")

@@ -23,6 +23,7 @@ from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, 
 from ..session import Session
 
 CACHE_LIMIT = 8192
+CHUNK_RECORDS = 64  # per piece of output: ~100 KB of logs, less of spans
 STATUS_CODE_ERROR = 2
 
 
@@ -93,12 +94,12 @@ class OtlpJsonEncoder:
                                        ',"status":' + _json({"code": STATUS_CODE_ERROR, "message": name}))
         return entry
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> bytes:
-        """One line for the sessions, b"" for none; ids holds 24 random bytes per session (trace
+    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> list[bytes]:
+        """One line for the sessions, in chunks of CHUNK_RECORDS records, [] for none; ids holds 24 random bytes per session (trace
         id, span id), offset turns monotonic times into Unix ns, observed is the log records'
         observed time (as RecordBuilder.build)."""
         if not sessions:
-            return b""
+            return []
         logs = self.signal == "logs"
         hex_ids = ids.hex()
         processes, errors = self._processes, self._errors
@@ -134,4 +135,8 @@ class OtlpJsonEncoder:
                 append(SPAN % (hex_ids[j:j + 32], hex_ids[j + 32:j + 48], name_kind, birth + offset, close + offset,
                                attributes, status))
             j += 48
-        return (self._head + ",".join(items) + "]}]}]}\n").encode()
+        # Chunks of the one line, each under the size malloc serves from fresh pages (cli.tune_malloc).
+        parts = [self._head + ",".join(items[:CHUNK_RECORDS])]
+        parts += ["," + ",".join(items[i:i + CHUNK_RECORDS]) for i in range(CHUNK_RECORDS, len(items), CHUNK_RECORDS)]
+        parts[-1] += "]}]}]}\n"
+        return [part.encode() for part in parts]

@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_tcplife import abi
 from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.output.ndjson import CHUNK_LINES, NdjsonEncoder, Rfc3339
-from otel_tcplife.output.otlp_json import OtlpJsonEncoder
+from otel_tcplife.output.otlp_json import CHUNK_RECORDS, OtlpJsonEncoder
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.record import RecordBuilder, format_bytes, log_body
 from otel_tcplife.resource import resource_json, resource_proto, scope_json, scope_proto
@@ -46,8 +46,8 @@ def build_all(*sessions, resource=None):
     records = RecordBuilder(clock=FixedClock(), names=names).build(sessions, ids, FixedClock.offset_ns, OBSERVED)
     lines = b"".join(NdjsonEncoder(names).encode(sessions, ids, FixedClock.offset_ns)).splitlines()
     resource = resource or Resource.create({})
-    otlp_json = {signal: OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names).encode(
-        sessions, ids, FixedClock.offset_ns, OBSERVED) for signal in ("logs", "traces")}
+    otlp_json = {signal: b"".join(OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names).encode(
+        sessions, ids, FixedClock.offset_ns, OBSERVED)) for signal in ("logs", "traces")}
     return records, [json.loads(line) for line in lines], otlp_json
 
 
@@ -152,9 +152,21 @@ def test_otlp_json_of_generated_sessions_matches_protobuf(sessions):
     assert_otlp_json_matches_protobuf(records, otlp_json, resource)
 
 
+def test_otlp_json_of_a_large_batch_is_one_line_written_in_chunks():
+    sessions = [session(lport=1000 + i, role=(abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)[i % 3])
+                for i in range(2 * CHUNK_RECORDS + 5)]
+    encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
+    chunks = encoder.encode(sessions, os.urandom(24 * len(sessions)), FixedClock.offset_ns, OBSERVED)
+    assert [chunk.count(b"\"traceId\"") for chunk in chunks] == [CHUNK_RECORDS, CHUNK_RECORDS, 5]
+    resource = Resource.create({})
+    records, _, otlp_json = build_all(*sessions, resource=resource)
+    logs, traces = assert_otlp_json_matches_protobuf(records, otlp_json, resource)
+    assert len(logs.resource_logs[0].scope_logs[0].log_records) == len(sessions)
+
+
 def test_otlp_json_of_no_sessions_is_no_line():
     encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
-    assert encoder.encode([], b"", 0, OBSERVED) == b""
+    assert encoder.encode([], b"", 0, OBSERVED) == []
 
 
 def test_ndjson_escapes_process_names():
