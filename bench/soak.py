@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak.py                                   # 600 s, ndjson
     .venv/bin/python bench/soak.py --seconds 600 --mode otlp
+    .venv/bin/python bench/soak.py --seconds 1800 --mode otlp          # longer: storm.py allows up to 3600 s
     .venv/bin/python bench/run.py --soak ...                         # the same
 
 One run:
@@ -15,7 +16,7 @@ One run:
 3. Once it is ready ("otel-tcplife: tracing via" on stderr; start-up s = Popen to then), the storm
    (bench/storm.py's run_storm, in this process) runs flat out for --seconds (default 600), with a cap of
    --seconds x 100,000 connections (far above this machine's rate; storm.py's own default cap, 10 M, is
-   too low for 600 s at ~15-30 k conn/s) and storm.py's 600 s limit. Meanwhile, every 0.2 s, the agent's
+   too low for 600 s at ~15-30 k conn/s) and storm.py's limit (3600 s). Meanwhile, every 0.2 s, the agent's
    new stderr lines are read: for each JSON stats line (one every S seconds), VmRSS is read from
    /proc/PID/status at once and a row of the RSS curve is printed: t (s since the storm started), RSS MB,
    sessions observed so far, sessions/s since the previous row, lost in kernel, exporters' dropped +
