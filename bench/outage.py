@@ -395,7 +395,8 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
             time.sleep(POLL_S)
 
         # The agent's exit: it flushes what is left and prints its summary.
-        exit_s, agent_cpu_s, max_rss_mb = stop_agent(agent, args.shutdown_timeout + EXIT_MARGIN_S)
+        exit_s, agent_cpu, max_rss_mb = stop_agent(agent, args.shutdown_timeout + EXIT_MARGIN_S)
+        agent_cpu_s = agent_cpu.cpu_s
         stderr_rest = log.read() + ([log.partial] if log.partial else [])
         summary = None
         for line in stderr_rest:

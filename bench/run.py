@@ -46,6 +46,8 @@ Counting, decided:
 - Agent CPU = user+sys of the agent process from "ready" (/proc/PID/stat) to exit (os.wait4
   rusage), so start-up (imports, BPF load) is left out but the catching up at exit is in; % of
   one CPU over storm + exit s; per 1000 sessions it observed (all of them, storm and other).
+  agent sys % = the kernel's part of it (syscalls, page faults); minor faults/session = pages the
+  agent touched fresh over the same span (each one zeroed and mapped by the kernel), per session.
   In-kernel probe time is charged to the storm's processes, not the agent: it shows in the
   traced/untraced rate ratio. In otlp mode the sink's CPU (parsing, gzip) competes with the
   storm too (2 CPUs here): it is printed apart, under "details".
@@ -103,7 +105,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import orjson
 
@@ -221,11 +223,21 @@ def build_modes(args: argparse.Namespace) -> dict[str, Mode]:
 MODE_NAMES = ("table", "ndjson", "otlp-json", "otlp")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+class CpuUsage(NamedTuple):
+    cpu_s: float  # user + sys
+    sys_s: float  # in the kernel: syscalls and page faults
+    minor_faults: int  # a fresh page touched (the kernel zeroes and maps it)
+
+    def since(self, earlier: "CpuUsage") -> "CpuUsage":
+        return CpuUsage(*(now - then for now, then in zip(self, earlier)))
+
+
+def process_cpu(pid: int) -> CpuUsage:
+    """CPU and minor faults of a live process (all its threads), from /proc/PID/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ", comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of proc(5)
+    return CpuUsage(user + system, system, int(fields[7]))  # minflt: field 10
 
 
 def vm_status_mb(pid: int) -> tuple[float, float] | None:
@@ -262,10 +274,10 @@ def wait_ready(proc: subprocess.Popen, started: float, ready_path: Path, err_pat
         time.sleep(0.01)
 
 
-def stop_agent(proc: subprocess.Popen, timeout: float, peak_rss_mb: float = 0.0) -> tuple[float, float, float]:
+def stop_agent(proc: subprocess.Popen, timeout: float, peak_rss_mb: float = 0.0) -> tuple[float, CpuUsage, float]:
     """SIGINT (the agent drains its ring buffer, flushes, prints its stats), then wait for it to exit,
-    reading VmHWM until it is a zombie. Returns (seconds to exit, user+sys CPU seconds of its whole
-    life, peak RSS MB); sets proc.returncode. RuntimeError if it takes longer than timeout."""
+    reading VmHWM until it is a zombie. Returns (seconds to exit, CPU of its whole life, peak RSS MB);
+    sets proc.returncode. RuntimeError if it takes longer than timeout."""
     proc.send_signal(signal.SIGINT)
     stopped_at = time.monotonic()
     while True:
@@ -279,7 +291,8 @@ def stop_agent(proc: subprocess.Popen, timeout: float, peak_rss_mb: float = 0.0)
             raise RuntimeError(f"agent did not exit within {timeout:.0f} s of SIGINT")
         time.sleep(0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
-    return time.monotonic() - stopped_at, usage.ru_utime + usage.ru_stime, peak_rss_mb
+    cpu = CpuUsage(usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_minflt)
+    return time.monotonic() - stopped_at, cpu, peak_rss_mb
 
 
 def read_summary(stderr_text: str) -> dict:
@@ -344,7 +357,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
             proc = subprocess.Popen([str(agent), *agent_args], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         startup_s = wait_ready(proc, started, out_path if mode.ready_on_stdout else err_path, err_path,
                                mode.ready_on_stdout)
-        cpu_at_ready = process_cpu_seconds(proc.pid)
+        cpu_at_ready = process_cpu(proc.pid)
         rss_at_ready, peak_rss = vm_status_mb(proc.pid) or (None, 0.0)
         rss_samples: list[float] = []
 
@@ -358,7 +371,8 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
         # every session is closed when this returns; RSS sampled about every second meanwhile
         storm = run_storm(**storm_args, tick=sample_rss, tick_seconds=RSS_SAMPLE_S)
 
-        exit_s, agent_cpu_s, peak_rss = stop_agent(proc, exit_timeout, peak_rss)
+        exit_s, agent_cpu, peak_rss = stop_agent(proc, exit_timeout, peak_rss)
+        agent_cpu = agent_cpu.since(cpu_at_ready)
         if proc.returncode != 0:
             raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()}")
         sink_counts = sink.stop() if sink else None
@@ -379,7 +393,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
     out_path.unlink()
     err_path.unlink()
     return {"storm": storm, "summary": summary, "reported": storm_rows, "other": other_rows, "bad": bad_rows,
-            "sink": sink_counts, "agent_cpu_s": agent_cpu_s - cpu_at_ready,
+            "sink": sink_counts, "agent_cpu_s": agent_cpu.cpu_s, "agent_cpu": agent_cpu,
             "exit_s": exit_s, "max_rss_mb": peak_rss, "startup_s": startup_s,
             "rss_at_ready_mb": rss_at_ready, "rss_samples": rss_samples,
             "steady_rss_mb": statistics.median(rss_samples) if rss_samples else None, "stderr": notes}
@@ -403,6 +417,8 @@ COLUMNS = [  # (header, width, format); None prints as "-" (does not apply to th
     ("agent CPU s", 11, "{:.2f}"),
     ("agent CPU %", 11, "{:.0f}"),
     ("agent CPU s/1000 sessions", 25, "{:.4f}"),
+    ("agent sys %", 11, "{:.0f}"),
+    ("minor faults/session", 20, "{:.3f}"),
     ("exit s", 6, "{:.1f}"),
     ("start-up s", 10, "{:.2f}"),
     ("RSS at ready MB", 15, "{:.1f}"),
@@ -461,6 +477,8 @@ def row_values(mode: str, round_label: str, untraced: dict | None, traced: dict)
         summary["lost_in_kernel"], summary["untracked_in_kernel"], dropped, lost_total(traced),
         traced["agent_cpu_s"], 100 * traced["agent_cpu_s"] / (storm["duration_s"] + traced["exit_s"]),
         traced["agent_cpu_s"] / observed * 1000 if observed else float("nan"),
+        100 * traced["agent_cpu"].sys_s / traced["agent_cpu_s"] if traced["agent_cpu_s"] else None,
+        traced["agent_cpu"].minor_faults / observed if observed else None,
         traced["exit_s"], traced["startup_s"], traced["rss_at_ready_mb"], traced["steady_rss_mb"],
         traced["max_rss_mb"],
     ]

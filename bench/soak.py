@@ -56,7 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE, Sink, build_modes,  # noqa: E402
-                 process_cpu_seconds, stop_agent, stop_process, vm_status_mb, wait_ready)
+                 process_cpu, stop_agent, stop_process, vm_status_mb, wait_ready)
 from storm import DEFAULT_MAX_CONNECTIONS, MAX_SECONDS, add_storm_arguments, free_port, run_storm  # noqa: E402
 
 CAP_RATE = 100_000  # conn/s: the storm's cap is --seconds x this, far above what this machine makes
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             agent = subprocess.Popen([str(args.agent), *agent_args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
         startup_s = wait_ready(agent, started, err_path, err_path)
-        cpu_at_ready = process_cpu_seconds(agent.pid)
+        cpu_at_ready = process_cpu(agent.pid)
         rss_at_ready, peak = vm_status_mb(agent.pid) or (None, 0.0)
         log = StderrLines(err_path)
         samples: list[tuple[float, float]] = []  # (t, RSS MB)
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             stop_process(sink.proc)
 
     report(args, storm, summary, sink_counts, samples, notes, startup_s=startup_s, rss_at_ready=rss_at_ready,
-           peak=peak, cpu_s=cpu_s - cpu_at_ready, exit_s=exit_s)
+           peak=peak, cpu_s=cpu_s.since(cpu_at_ready).cpu_s, exit_s=exit_s)
     return 0
 
 
