@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import orjson
 
@@ -85,11 +85,12 @@ class NdjsonEncoder:
             fragment = self._errors[error] = f',"error.type":"{errno.errorcode.get(error, str(error))}"'
         return fragment
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int) -> list[bytes]:
-        """Lines for sessions, in chunks of CHUNK_LINES; ids holds 24 random bytes per session (trace id,
-        span id), offset turns their monotonic times into Unix ns (as RecordBuilder.build)."""
-        return [self._encode_chunk(sessions[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset)
-                for i in range(0, len(sessions), CHUNK_LINES)]
+    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int) -> Iterator[bytes]:
+        """Lines for sessions, made and yielded CHUNK_LINES at a time (only one chunk is in memory);
+        ids holds 24 random bytes per session (trace id, span id), offset turns their monotonic
+        times into Unix ns (as RecordBuilder.build)."""
+        return (self._encode_chunk(sessions[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset)
+                for i in range(0, len(sessions), CHUNK_LINES))
 
     def _encode_chunk(self, sessions: Sequence[Session], ids: bytes, offset: int) -> bytes:
         """One flat loop, no call or tuple per session that can be avoided: this

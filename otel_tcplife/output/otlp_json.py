@@ -13,7 +13,7 @@ process names can need JSON escaping; they are escaped once per (pid, comm).
 from __future__ import annotations
 
 import errno
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import orjson
 
@@ -23,7 +23,7 @@ from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, 
 from ..session import Session
 
 CACHE_LIMIT = 8192
-CHUNK_RECORDS = 64  # per piece of output: ~100 KB of logs, less of spans
+CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), less of spans
 STATUS_CODE_ERROR = 2
 
 
@@ -94,12 +94,21 @@ class OtlpJsonEncoder:
                                        ',"status":' + _json({"code": STATUS_CODE_ERROR, "message": name}))
         return entry
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> list[bytes]:
-        """One line for the sessions, in chunks of CHUNK_RECORDS records, [] for none; ids holds 24 random bytes per session (trace
-        id, span id), offset turns monotonic times into Unix ns, observed is the log records'
-        observed time (as RecordBuilder.build)."""
-        if not sessions:
-            return []
+    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> Iterator[bytes]:
+        """One line for the sessions, nothing for none, made and yielded in pieces of CHUNK_RECORDS
+        records: only one piece is in memory at a time (under the size malloc serves from fresh
+        pages, cli.tune_malloc). ids holds 24 random bytes per session (trace id, span id), offset
+        turns monotonic times into Unix ns, observed is the log records' observed time (as
+        RecordBuilder.build)."""
+        for i in range(0, len(sessions), CHUNK_RECORDS):
+            records = ",".join(self._records(sessions[i:i + CHUNK_RECORDS], ids[24 * i:24 * (i + CHUNK_RECORDS)],
+                                             offset, observed))
+            head = self._head if i == 0 else ","
+            tail = "]}]}]}\n" if i + CHUNK_RECORDS >= len(sessions) else ""
+            yield f"{head}{records}{tail}".encode()
+
+    def _records(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> list[str]:
+        """The sessions' log records or spans, as JSON objects."""
         logs = self.signal == "logs"
         hex_ids = ids.hex()
         processes, errors = self._processes, self._errors
@@ -135,8 +144,4 @@ class OtlpJsonEncoder:
                 append(SPAN % (hex_ids[j:j + 32], hex_ids[j + 32:j + 48], name_kind, birth + offset, close + offset,
                                attributes, status))
             j += 48
-        # Chunks of the one line, each under the size malloc serves from fresh pages (cli.tune_malloc).
-        parts = [self._head + ",".join(items[:CHUNK_RECORDS])]
-        parts += ["," + ",".join(items[i:i + CHUNK_RECORDS]) for i in range(CHUNK_RECORDS, len(items), CHUNK_RECORDS)]
-        parts[-1] += "]}]}]}\n"
-        return [part.encode() for part in parts]
+        return items

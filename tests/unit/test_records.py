@@ -156,7 +156,7 @@ def test_otlp_json_of_a_large_batch_is_one_line_written_in_chunks():
     sessions = [session(lport=1000 + i, role=(abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)[i % 3])
                 for i in range(2 * CHUNK_RECORDS + 5)]
     encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
-    chunks = encoder.encode(sessions, os.urandom(24 * len(sessions)), FixedClock.offset_ns, OBSERVED)
+    chunks = list(encoder.encode(sessions, os.urandom(24 * len(sessions)), FixedClock.offset_ns, OBSERVED))
     assert [chunk.count(b"\"traceId\"") for chunk in chunks] == [CHUNK_RECORDS, CHUNK_RECORDS, 5]
     resource = Resource.create({})
     records, _, otlp_json = build_all(*sessions, resource=resource)
@@ -166,7 +166,7 @@ def test_otlp_json_of_a_large_batch_is_one_line_written_in_chunks():
 
 def test_otlp_json_of_no_sessions_is_no_line():
     encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
-    assert encoder.encode([], b"", 0, OBSERVED) == []
+    assert list(encoder.encode([], b"", 0, OBSERVED)) == []
 
 
 def test_ndjson_escapes_process_names():
@@ -178,9 +178,9 @@ def test_ndjson_chunks_hold_whole_lines_in_order():
     sessions = [session(lport=1000 + i) for i in range(2 * CHUNK_LINES + 3)]
     ids = os.urandom(24 * len(sessions))
     encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"))
-    chunks = encoder.encode(sessions, ids, FixedClock.offset_ns)
+    chunks = list(encoder.encode(sessions, ids, FixedClock.offset_ns))
     assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, CHUNK_LINES, 3]
     assert all(chunk.endswith(b"\n") for chunk in chunks)
     assert [json.loads(line)["network.local.port"] for line in b"".join(chunks).splitlines()] == [
         s.lport for s in sessions]
-    assert encoder.encode([], b"", FixedClock.offset_ns) == []
+    assert list(encoder.encode([], b"", FixedClock.offset_ns)) == []
