@@ -396,7 +396,6 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
 
         # The agent's exit: it flushes what is left and prints its summary.
         exit_s, agent_cpu, max_rss_mb = stop_agent(agent, args.shutdown_timeout + EXIT_MARGIN_S)
-        agent_cpu_s = agent_cpu.cpu_s
         stderr_rest = log.read() + ([log.partial] if log.partial else [])
         summary = None
         for line in stderr_rest:
@@ -421,7 +420,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
            dict(t_stop=t_stop, t_restart=t_restart, t_storm_end=t_storm_end, t_spool_empty=t_spool_empty,
                 t_delivered=t_delivered, t_backlog=t_backlog, first_logs=first_delivery.get("logs"),
                 first_spans=first_delivery.get("spans")),
-           agent_cpu_s, max_rss_mb, exit_s)
+           agent_cpu.cpu_s, max_rss_mb, exit_s)
     return 0
 
 

@@ -393,7 +393,7 @@ def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_
     out_path.unlink()
     err_path.unlink()
     return {"storm": storm, "summary": summary, "reported": storm_rows, "other": other_rows, "bad": bad_rows,
-            "sink": sink_counts, "agent_cpu_s": agent_cpu.cpu_s, "agent_cpu": agent_cpu,
+            "sink": sink_counts, "agent_cpu": agent_cpu,
             "exit_s": exit_s, "max_rss_mb": peak_rss, "startup_s": startup_s,
             "rss_at_ready_mb": rss_at_ready, "rss_samples": rss_samples,
             "steady_rss_mb": statistics.median(rss_samples) if rss_samples else None, "stderr": notes}
@@ -465,7 +465,7 @@ def lost_total(traced: dict) -> int:
 
 def row_values(mode: str, round_label: str, untraced: dict | None, traced: dict) -> list:
     """One table row; untraced None: no baseline in this run (the paced runs of --targets)."""
-    storm, summary = traced["storm"], traced["summary"]
+    storm, summary, cpu = traced["storm"], traced["summary"], traced["agent_cpu"]
     observed = summary["sessions_observed"]
     delivered, other = delivered_counts(traced)
     dropped = exporter_dropped(summary)
@@ -475,10 +475,10 @@ def row_values(mode: str, round_label: str, untraced: dict | None, traced: dict)
         base, storm["conn_per_s"], storm["conn_per_s"] / base if base else None,
         storm["sessions"], observed, traced["reported"], other, delivered,
         summary["lost_in_kernel"], summary["untracked_in_kernel"], dropped, lost_total(traced),
-        traced["agent_cpu_s"], 100 * traced["agent_cpu_s"] / (storm["duration_s"] + traced["exit_s"]),
-        traced["agent_cpu_s"] / observed * 1000 if observed else float("nan"),
-        100 * traced["agent_cpu"].sys_s / traced["agent_cpu_s"] if traced["agent_cpu_s"] else None,
-        traced["agent_cpu"].minor_faults / observed if observed else None,
+        cpu.cpu_s, 100 * cpu.cpu_s / (storm["duration_s"] + traced["exit_s"]),
+        cpu.cpu_s / observed * 1000 if observed else float("nan"),
+        100 * cpu.sys_s / cpu.cpu_s if cpu.cpu_s else None,
+        cpu.minor_faults / observed if observed else None,
         traced["exit_s"], traced["startup_s"], traced["rss_at_ready_mb"], traced["steady_rss_mb"],
         traced["max_rss_mb"],
     ]
@@ -578,7 +578,7 @@ def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str,
             f"traced {statistics.median(t['storm']['conn_per_s'] for _, t in runs):.0f} / untraced "
             f"{statistics.median(u['conn_per_s'] for u, _ in runs):.0f} conn/s")
     for name, paced_runs in paced.items():
-        per_run = [t["agent_cpu_s"] / t["summary"]["sessions_observed"] * 1e6
+        per_run = [t["agent_cpu"].cpu_s / t["summary"]["sessions_observed"] * 1e6
                    for t in paced_runs if t["summary"]["sessions_observed"]]
         us = median_or_none(tuple(per_run))
         lag = max(t["storm"]["max_lag_s"] for t in paced_runs)
