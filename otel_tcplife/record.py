@@ -71,16 +71,17 @@ def log_body(r: SessionRecord) -> str:
 
 
 # log_body for the outputs' hot paths, from a session's parts (the client end first).
-_BODY_FORMATS = {4: "%s %s:%d -> %s:%d tx=%s rx=%s %.2fms", 6: "%s [%s]:%d -> [%s]:%d tx=%s rx=%s %.2fms"}
 _SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))  # "0B" .. "1023B", the usual counts
 
 
 def body_text(family: int, comm: str, client: str, client_port: int, server: str, server_port: int,
               tx: int, rx: int, duration_ms: float) -> str:
     """log_body's line without its error suffix; comm as given (OTLP/JSON passes it escaped)."""
-    return _BODY_FORMATS[family] % (comm, client, client_port, server, server_port,
-                                    _SMALL_BYTES[tx] if 0 <= tx < 1024 else format_bytes(tx),
-                                    _SMALL_BYTES[rx] if 0 <= rx < 1024 else format_bytes(rx), duration_ms)
+    sent = _SMALL_BYTES[tx] if 0 <= tx < 1024 else format_bytes(tx)
+    received = _SMALL_BYTES[rx] if 0 <= rx < 1024 else format_bytes(rx)
+    if family == 6:
+        return f"{comm} [{client}]:{client_port} -> [{server}]:{server_port} tx={sent} rx={received} {duration_ms:.2f}ms"
+    return f"{comm} {client}:{client_port} -> {server}:{server_port} tx={sent} rx={received} {duration_ms:.2f}ms"
 
 
 TRANSPORT = ("network.transport", "tcp")

@@ -35,36 +35,12 @@ def _string_attribute(key: str, value: str) -> str:
     return _json({"key": key, "value": {"stringValue": value}})
 
 
-def _int_template(key: str) -> str:
-    return '{"key":"%s","value":{"intValue":"%%d"}}' % key
-
-
-def _address_port(address_key: str, port_key: str) -> str:
-    return '{"key":"%s","value":{"stringValue":"%%s"}},%s' % (address_key, _int_template(port_key))
-
-
-# Attributes in RecordBuilder's order. Addresses come from inet_ntop: nothing to escape.
-_NETWORK = (_address_port("network.local.address", "network.local.port") + "," +
-            _address_port("network.peer.address", "network.peer.port"))
-_CLIENT_SERVER = "," + _address_port("client.address", "client.port") + "," + _address_port("server.address",
-                                                                                             "server.port")
-_TAIL = (",%s,%s," + _int_template("tcplife.bytes_sent") + "," + _int_template("tcplife.bytes_received") +
-         ',{"key":"tcplife.duration_ms","value":{"doubleValue":%r}}%s')
-_HEAD = _string_attribute(*TRANSPORT) + ",%s," + _NETWORK
-ATTRIBUTES = {  # role -> template
-    abi.ROLE_CLIENT: _HEAD + _CLIENT_SERVER + _TAIL,
-    abi.ROLE_SERVER: _HEAD + _CLIENT_SERVER + _TAIL,
-    abi.ROLE_UNKNOWN: _HEAD + _TAIL,
-}
 NETWORK_TYPES = {family: _string_attribute(*attribute) for family, attribute in NETWORK_TYPE.items()}
 # role -> (span name and kind, tcplife.role attribute)
 SPAN_ROLES = {role: ('"name":%s,"kind":%d' % (_json(name), kind), _string_attribute("tcplife.role", role_name))
               for role, (name, kind, role_name) in ROLES.items()}
 
-LOG = ('{"timeUnixNano":"%d","observedTimeUnixNano":"%d","severityNumber":' + str(SEVERITY_INFO) +
-       ',"body":{"stringValue":"%s"},"attributes":[%s],"traceId":"%s","spanId":"%s","eventName":' +
-       _json(EVENT_NAME) + '}')
-SPAN = '{"traceId":"%s","spanId":"%s",%s,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[%s]%s}'
+TRANSPORT_ATTRIBUTE = _string_attribute(*TRANSPORT)
 
 
 class OtlpJsonEncoder:
@@ -81,9 +57,9 @@ class OtlpJsonEncoder:
         if len(self._processes) >= CACHE_LIMIT:
             self._processes.clear()
         entry = self._processes[(pid, comm)] = (
-            '{"key":"process.pid","value":{"intValue":"%d"}},%s,%s' % (
-                pid, _string_attribute("process.executable.name", self.names.executable_name(pid, comm)),
-                _string_attribute("thread.name", comm)),
+            f'{{"key":"process.pid","value":{{"intValue":"{pid}"}}}},'
+            f'{_string_attribute("process.executable.name", self.names.executable_name(pid, comm))},'
+            f'{_string_attribute("thread.name", comm)}',
             _json(comm)[1:-1],
         )
         return entry
@@ -108,13 +84,16 @@ class OtlpJsonEncoder:
             yield f"{head}{records}{tail}".encode()
 
     def _records(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> list[str]:
-        """The sessions' log records or spans, as JSON objects."""
+        """The sessions' log records or spans, as JSON objects, from f-strings (much cheaper than
+        %-templates, which are parsed again for every record), attributes in RecordBuilder's order.
+        Addresses come from inet_ntop: nothing to escape."""
         logs = self.signal == "logs"
         hex_ids = ids.hex()
         processes, errors = self._processes, self._errors
         process_entry, error_entry = self._process, self._error
         roles, unknown = SPAN_ROLES, SPAN_ROLES[abi.ROLE_UNKNOWN]
-        templates, types = ATTRIBUTES, NETWORK_TYPES
+        transport, types = TRANSPORT_ATTRIBUTE, NETWORK_TYPES
+        event_name, severity = _json(EVENT_NAME), SEVERITY_INFO
         CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
         items = []
         append = items.append
@@ -124,24 +103,35 @@ class OtlpJsonEncoder:
             error_attribute, error_suffix, status = (errors.get(error) or error_entry(error)) if error else ("", "", "")
             name_kind, role_attribute = roles.get(role) or unknown
             duration = (close - birth) / 1e6
-            if role == CLIENT:
-                attributes = templates[CLIENT] % (types[family], la, lp, ra, rp, la, lp, ra, rp,
-                                                  process, role_attribute, tx, rx, duration, error_attribute)
-            elif role == SERVER:
-                attributes = templates[SERVER] % (types[family], la, lp, ra, rp, ra, rp, la, lp,
-                                                  process, role_attribute, tx, rx, duration, error_attribute)
+            if role == SERVER:
+                client, client_port, server, server_port = ra, rp, la, lp
             else:
-                attributes = templates[abi.ROLE_UNKNOWN] % (types[family], la, lp, ra, rp,
-                                                            process, role_attribute, tx, rx, duration, error_attribute)
+                client, client_port, server, server_port = la, lp, ra, rp
+            client_server = (
+                f',{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
+                f'{{"key":"client.port","value":{{"intValue":"{client_port}"}}}},'
+                f'{{"key":"server.address","value":{{"stringValue":"{server}"}}}},'
+                f'{{"key":"server.port","value":{{"intValue":"{server_port}"}}}}'
+            ) if role == CLIENT or role == SERVER else ""
+            attributes = (
+                f'{transport},{types[family]},'
+                f'{{"key":"network.local.address","value":{{"stringValue":"{la}"}}}},'
+                f'{{"key":"network.local.port","value":{{"intValue":"{lp}"}}}},'
+                f'{{"key":"network.peer.address","value":{{"stringValue":"{ra}"}}}},'
+                f'{{"key":"network.peer.port","value":{{"intValue":"{rp}"}}}}'
+                f'{client_server},{process},{role_attribute},'
+                f'{{"key":"tcplife.bytes_sent","value":{{"intValue":"{tx}"}}}},'
+                f'{{"key":"tcplife.bytes_received","value":{{"intValue":"{rx}"}}}},'
+                f'{{"key":"tcplife.duration_ms","value":{{"doubleValue":{duration!r}}}}}{error_attribute}')
             if logs:
-                if role == SERVER:
-                    body = body_text(family, comm_json, ra, rp, la, lp, tx, rx, duration)
-                else:
-                    body = body_text(family, comm_json, la, lp, ra, rp, tx, rx, duration)
-                append(LOG % (close + offset, observed, body + error_suffix, attributes,
-                              hex_ids[j:j + 32], hex_ids[j + 32:j + 48]))
+                body = body_text(family, comm_json, client, client_port, server, server_port, tx, rx, duration)
+                append(f'{{"timeUnixNano":"{close + offset}","observedTimeUnixNano":"{observed}",'
+                       f'"severityNumber":{severity},"body":{{"stringValue":"{body}{error_suffix}"}},'
+                       f'"attributes":[{attributes}],"traceId":"{hex_ids[j:j + 32]}","spanId":"{hex_ids[j + 32:j + 48]}",'
+                       f'"eventName":{event_name}}}')
             else:
-                append(SPAN % (hex_ids[j:j + 32], hex_ids[j + 32:j + 48], name_kind, birth + offset, close + offset,
-                               attributes, status))
+                append(f'{{"traceId":"{hex_ids[j:j + 32]}","spanId":"{hex_ids[j + 32:j + 48]}",{name_kind},'
+                       f'"startTimeUnixNano":"{birth + offset}","endTimeUnixNano":"{close + offset}",'
+                       f'"attributes":[{attributes}]{status}}}')
             j += 48
         return items
