@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
+import time
 
 import pytest
 
 from otel_tcplife import abi
+from otel_tcplife.probe import CoreProbe, ProbeSettings
+from otel_tcplife.session import Decoder
 
 MB = 1_000_000
 
@@ -123,3 +127,47 @@ def test_timed_out_connect_is_reported_with_zero_bytes(traffic, collector, netns
     assert (c.pid, c.tx_bytes, c.rx_bytes, c.role) == (client.pid, 0, 0, abi.ROLE_CLIENT)
     assert c.error in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
     assert c.raddr == "10.201.0.99"
+
+
+def test_a_slow_reader_waits_for_the_poll_interval_not_for_the_next_trickle():
+    """Records made while a batch is handled wait for the next interval: reading them at once
+    would make many small batches, each with a batch's fixed costs."""
+    interval, handling, seconds, connections = 0.2, 0.03, 1.0, 300
+    probe = CoreProbe(ProbeSettings(poll_interval=interval)).start()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept_all() -> None:
+        for _ in range(connections):
+            listener.accept()[0].close()
+
+    def connect_all() -> None:
+        for _ in range(connections):
+            socket.create_connection(("127.0.0.1", port)).close()
+            time.sleep(seconds / connections)
+
+    threads = [threading.Thread(target=accept_all), threading.Thread(target=connect_all)]
+    decoder = Decoder()
+    ours = reads = 0
+    try:
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        while threads[1].is_alive():
+            sessions = decoder.decode(probe.read())
+            if sessions:
+                reads += 1
+                ours += sum(port in (s.lport, s.rport) for s in sessions)
+                time.sleep(handling)  # a batch being handled
+        elapsed = time.monotonic() - started
+        for thread in threads:
+            thread.join()
+        time.sleep(0.05)
+        ours += sum(port in (s.lport, s.rport) for s in decoder.decode(probe.drain()))
+    finally:
+        listener.close()
+        probe.close()
+    assert ours == 2 * connections  # nothing left behind
+    # One read per interval (+1 for the partial first and last); reading at once after each
+    # batch would make one per `handling`, about 7 times as many.
+    assert reads <= elapsed / interval + 2, (reads, elapsed)
