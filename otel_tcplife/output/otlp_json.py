@@ -88,6 +88,7 @@ class OtlpJsonEncoder:
         %-templates, which are parsed again for every record), attributes in RecordBuilder's order.
         Addresses come from inet_ntop: nothing to escape."""
         logs = self.signal == "logs"
+        observed_text = str(observed)  # the same for the batch: converted once
         hex_ids = ids.hex()
         processes, errors = self._processes, self._errors
         process_entry, error_entry = self._process, self._error
@@ -125,7 +126,7 @@ class OtlpJsonEncoder:
                 f'{{"key":"tcplife.duration_ms","value":{{"doubleValue":{duration!r}}}}}{error_attribute}')
             if logs:
                 body = body_text(family, comm_json, client, client_port, server, server_port, tx, rx, duration)
-                append(f'{{"timeUnixNano":"{close + offset}","observedTimeUnixNano":"{observed}",'
+                append(f'{{"timeUnixNano":"{close + offset}","observedTimeUnixNano":"{observed_text}",'
                        f'"severityNumber":{severity},"body":{{"stringValue":"{body}{error_suffix}"}},'
                        f'"attributes":[{attributes}],"traceId":"{hex_ids[j:j + 32]}","spanId":"{hex_ids[j + 32:j + 48]}",'
                        f'"eventName":{event_name}}}')
