@@ -171,3 +171,24 @@ def test_a_slow_reader_waits_for_the_poll_interval_not_for_the_next_trickle():
     # One read per interval (+1 for the partial first and last); reading at once after each
     # batch would make one per `handling`, about 7 times as many.
     assert reads <= elapsed / interval + 2, (reads, elapsed)
+
+
+def test_without_a_poll_interval_each_session_wakes_the_reader_at_once():
+    """--poll-interval 0: the kernel wakes the reader for every event (edge-triggered waits
+    must not miss one), so a read returns at once, not at its timeout."""
+    probe = CoreProbe(ProbeSettings(poll_interval=0)).start()
+    decoder = Decoder()
+    try:
+        for _ in range(3):  # each wait is woken anew
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                port = listener.getsockname()[1]
+                socket.create_connection(("127.0.0.1", port)).close()
+                listener.accept()[0].close()
+            started = time.monotonic()
+            ours = 0
+            while ours < 2 and time.monotonic() - started < 5.0:
+                ours += sum(port in (s.lport, s.rport) for s in decoder.decode(probe.read(5.0)))
+            waited = time.monotonic() - started
+            assert ours == 2 and waited < 1.0, (ours, waited)
+    finally:
+        probe.close()
