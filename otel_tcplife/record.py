@@ -1,7 +1,7 @@
 """SessionRecord: a closed session as OpenTelemetry sees it (the record contract).
 
 RecordBuilder is the contract in readable form. The outputs write the same
-records straight from sessions, through templates and precomputed bytes
+records straight from sessions, through f-strings and precomputed bytes
 (NDJSON, OTLP-JSON, OTLP protobuf: per session, building the record first
 would cost as much as encoding it); tests check every output against
 RecordBuilder's records. Attribute names follow the semantic conventions;
