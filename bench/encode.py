@@ -12,6 +12,8 @@ default batch size):
 - SessionFrames + WireEncoder: what the agent does (frames in the reading thread, requests in
   the exporters).
 Prints µs per session (best and median round) and checks that both produce the same bytes.
+Then, on the same sessions, the stdout encoders alone: NDJSON, OTLP/JSON log records, OTLP/JSON
+spans (each batch's output made whole, as the agent writes it).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tcplife import abi  # noqa: E402
 from otel_tcplife.enrich import ProcessNames  # noqa: E402
+from otel_tcplife.output.ndjson import NdjsonEncoder  # noqa: E402
+from otel_tcplife.output.otlp_json import OtlpJsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
 from otel_tcplife.output.otlp_frames import SessionFrames  # noqa: E402
 from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
 from otel_tcplife.record import RecordBuilder  # noqa: E402
-from otel_tcplife.resource import build_resource, resource_proto, scope_proto  # noqa: E402
+from otel_tcplife.resource import build_resource, resource_json, resource_proto, scope_json, scope_proto  # noqa: E402
 from otel_tcplife.session import Session  # noqa: E402
 
 COMMS = ["python3", "curl", "nginx", "postgres", "sshd", "java", "node", "redis-server"]
@@ -104,6 +108,16 @@ def run_frames(frames: SessionFrames, wire: WireEncoder, sessions_, ids, batch) 
     return (time.perf_counter_ns() - start) / 1e3 / len(sessions_), out
 
 
+def run_stdout(encode, sessions_, ids, batch) -> float:
+    """µs per session for encode(batch, ids) -> pieces of output, every piece made."""
+    gc.collect()
+    start = time.perf_counter_ns()
+    for i, b in enumerate(batches(sessions_, batch)):
+        for _ in encode(b, ids[24 * batch * i:]):
+            pass
+    return (time.perf_counter_ns() - start) / 1e3 / len(sessions_)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=20_000)
@@ -119,6 +133,15 @@ def main() -> None:
     proto, wire = ProtoEncoder(resource, scope), WireEncoder(resource, scope)
     labels = ("records + ProtoEncoder", "SessionFrames + WireEncoder")
     times: dict[str, list[float]] = {label: [] for label in labels}
+    ndjson = NdjsonEncoder(names)
+    otlp_json = {signal: OtlpJsonEncoder(resource_json(build_resource()), scope_json(), signal, names)
+                 for signal in ("logs", "traces")}
+    stdout_encoders = {
+        "NDJSON": lambda b, i: ndjson.encode(b, i, OBSERVED),
+        "OTLP/JSON log records": lambda b, i: otlp_json["logs"].encode(b, i, OBSERVED, OBSERVED),
+        "OTLP/JSON spans": lambda b, i: otlp_json["traces"].encode(b, i, OBSERVED, OBSERVED),
+    }
+    stdout_times: dict[str, list[float]] = {name: [] for name in stdout_encoders}
     payload = 0
     for _ in range(args.rounds):
         batch_sessions = sessions(args.sessions, rng)
@@ -130,6 +153,8 @@ def main() -> None:
         times[labels[0]].append(us_proto)
         times[labels[1]].append(us_frames)
         payload = sum(map(len, got))
+        for name, encode in stdout_encoders.items():
+            stdout_times[name].append(run_stdout(encode, batch_sessions, ids, args.batch))
 
     best = {name: min(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
@@ -141,6 +166,9 @@ def main() -> None:
         print(f"{name:<32}{best[name]:>8.2f}{median[name]:>8.2f}{1e6 / best[name]:>28,.0f}")
     print(f"speed-up (best): {best[labels[0]] / best[labels[1]]:.1f}x; median: "
           f"{median[labels[0]] / median[labels[1]]:.1f}x")
+    print(f"{'µs per session, stdout formats':<32}{'best':>8}{'median':>8}")
+    for name, t in stdout_times.items():
+        print(f"{name:<32}{min(t):>8.2f}{statistics.median(t):>8.2f}")
 
 
 if __name__ == "__main__":
