@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                           payload_size=args.payload_size, max_connections=cap, tick=sample, tick_seconds=POLL_S)
         sample(time.monotonic() - storm_started, final=True)  # RSS at the storm's end, before SIGINT
 
-        exit_s, cpu_s, peak = stop_agent(agent, SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S, peak)
+        exit_s, agent_cpu, peak = stop_agent(agent, SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S, peak)
         summary = None
         for line in log.read(final=True):
             if line.startswith("{"):
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             stop_process(sink.proc)
 
     report(args, storm, summary, sink_counts, samples, notes, startup_s=startup_s, rss_at_ready=rss_at_ready,
-           peak=peak, cpu_s=cpu_s.since(cpu_at_ready).cpu_s, exit_s=exit_s)
+           peak=peak, cpu_s=agent_cpu.since(cpu_at_ready).cpu_s, exit_s=exit_s)
     return 0
 
 

@@ -129,6 +129,11 @@ def test_timed_out_connect_is_reported_with_zero_bytes(traffic, collector, netns
     assert c.raddr == "10.201.0.99"
 
 
+def on_port(sessions, port: int) -> int:
+    """How many of sessions have port at either end."""
+    return sum(port in (s.lport, s.rport) for s in sessions)
+
+
 def test_a_slow_reader_waits_for_the_poll_interval_not_for_the_next_trickle():
     """Records made while a batch is handled wait for the next interval: reading them at once
     would make many small batches, each with a batch's fixed costs."""
@@ -157,13 +162,13 @@ def test_a_slow_reader_waits_for_the_poll_interval_not_for_the_next_trickle():
             sessions = decoder.decode(probe.read())
             if sessions:
                 reads += 1
-                ours += sum(port in (s.lport, s.rport) for s in sessions)
+                ours += on_port(sessions, port)
                 time.sleep(handling)  # a batch being handled
         elapsed = time.monotonic() - started
         for thread in threads:
             thread.join()
         time.sleep(0.05)
-        ours += sum(port in (s.lport, s.rport) for s in decoder.decode(probe.drain()))
+        ours += on_port(decoder.decode(probe.drain()), port)
     finally:
         listener.close()
         probe.close()
@@ -187,7 +192,7 @@ def test_without_a_poll_interval_each_session_wakes_the_reader_at_once():
             started = time.monotonic()
             ours = 0
             while ours < 2 and time.monotonic() - started < 5.0:
-                ours += sum(port in (s.lport, s.rport) for s in decoder.decode(probe.read(5.0)))
+                ours += on_port(decoder.decode(probe.read(5.0)), port)
             waited = time.monotonic() - started
             assert ours == 2 and waited < 1.0, (ours, waited)
     finally:
