@@ -357,8 +357,10 @@ class QueuedExporter(Generic[T]):
             return
         try:
             requests = self._encode_checked(items)
+            taken = len(items)
+            items.clear()  # free the records now, not after the send: ~1 MB a batch, max_in_flight batches
             if requests is None:
-                self._in_flight.settle(batch, dropped_permanent=len(items))
+                self._in_flight.settle(batch, dropped_permanent=taken)
             for payload, count in requests or ():
                 counts = self._send_request(payload, count)
                 self._in_flight.settle(batch, **(counts or {"dropped_shutdown": count}))

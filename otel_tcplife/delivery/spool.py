@@ -96,9 +96,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from crc32c import crc32c
-
 from .ratelimit import RateLimitedLog, stderr_log
+
+
+def crc32c(data) -> int:
+    """The CRC-32C of data. The package is imported here, only when a spool is used: its import
+    pulls in importlib.metadata, ~4 MB of resident memory in every agent otherwise."""
+    from crc32c import crc32c as compute
+    return compute(data)
+
 
 MAGIC = b"TLSP"
 _HEAD = struct.Struct("<4sII")  # magic, length, crc
