@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,6 +133,31 @@ def test_several_requests_are_in_flight_when_the_sender_is_slow():
     assert 1 < sender.max_concurrent <= 4
     assert time.monotonic() - start < 20 * 0.05  # faster than one request at a time
     assert assert_accounted(exp.stats)["exported"] == 200
+
+
+def test_records_are_freed_once_encoded_while_their_request_is_in_flight():
+    class Record:  # weakly referenceable, unlike str or bytes
+        pass
+
+    sending, release = threading.Event(), threading.Event()
+
+    def send(payload, timeout):
+        sending.set()
+        release.wait(5.0)
+        return SendResult()
+
+    exp, _ = exporter(send, encode=lambda items: [(len(items), len(items))], max_batch=10)
+    items = [Record() for _ in range(10)]
+    refs = [weakref.ref(item) for item in items]
+    exp.offer(items)
+    del items
+    exp.start()
+    assert sending.wait(5.0)
+    gc.collect()
+    assert all(ref() is None for ref in refs)  # gone before the send returns
+    release.set()
+    exp.shutdown(5.0)
+    assert assert_accounted(exp.stats)["exported"] == 10
 
 
 def test_a_lone_record_is_sent_within_the_flush_interval():
