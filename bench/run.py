@@ -2,7 +2,10 @@
 
 Each round runs the storm (bench/storm.py) untraced, then once per output mode with the agent
 attached, and prints one table row per traced run (plus a median row per mode with --rounds N),
-after the exact command line:
+after the exact command line. With --bracket-seconds S (--targets: 20) an untraced run of S seconds
+also follows every traced run, and each traced run's baseline is the mean of the untraced runs just
+before and after it: this VM's speed drifts by several per cent within minutes, which biased the
+ratios of the modes run last in a round against a single baseline run first. Modes:
 
 - table: the classic table on stdout (`--summary`);
 - ndjson: `--format ndjson`, one JSON object per session on stdout;
@@ -628,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="pace the storm at this many connections a second, over all clients "
                              "(default: as fast as possible)")
     parser.add_argument("--rounds", type=int, default=1, help="untraced/traced sets, alternated (default 1)")
+    parser.add_argument("--bracket-seconds", type=float, default=None, metavar="SECONDS",
+                        help="an untraced run of SECONDS before every traced run and after the last one; each "
+                             "traced run's baseline is the mean of the two beside it (default: off, one untraced "
+                             "run of --seconds per round; --targets: 20)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="unreported storm seconds first, so every measured run starts with the same "
                              "TIME_WAIT backlog (default %(default)s, 0 for none)")
@@ -657,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.targets_rate > 0 or not args.targets_rate_seconds > 0:
             parser.error("--targets-rate and --targets-rate-seconds must be positive")
         args.agent_defaults = True
+        if args.bracket_seconds is None:
+            args.bracket_seconds = 20.0
+    if args.bracket_seconds is not None and args.bracket_seconds < 0:
+        parser.error("--bracket-seconds must be positive (0: off)")
     if not os.access(args.agent, os.X_OK):
         print(f"bench: error: agent {args.agent} is not executable (run `make setup`)", file=sys.stderr)
         return 1
@@ -676,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
                   "port": free_port(), "payload_size": args.payload_size, "rate": args.rate}
     pace = "as fast as possible" if args.rate is None else f"paced at {args.rate:g} conn/s"
     paced_modes = [m for m in modes if m.name in PACED_MODES] if args.targets else []
+    if args.bracket_seconds:
+        pace += f"; untraced {args.bracket_seconds:g} s before and after each traced run"
     if paced_modes:
         pace += (f"; then {', '.join(m.name for m in paced_modes)} paced at {args.targets_rate:g} conn/s for "
                  f"{args.targets_rate_seconds:g} s (no untraced baseline)")
@@ -705,10 +718,19 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="otel-tcplife-bench-", dir="/dev/shm") as workdir:
         try:
+            baseline_args = {**storm_args, "seconds": args.bracket_seconds} if args.bracket_seconds else storm_args
             for round_no in range(1, args.rounds + 1):
-                untraced = run_storm(**storm_args)
+                before = run_storm(**baseline_args)
                 for mode in modes:
                     traced = traced_run(mode, storm_args, f"round {round_no}")
+                    if args.bracket_seconds:  # the traced run's baseline: the untraced runs on either side
+                        after = run_storm(**baseline_args)
+                        untraced = {"conn_per_s": (before["conn_per_s"] + after["conn_per_s"]) / 2}
+                        details.append(f"  baseline {mode.name} round {round_no}: untraced {before['conn_per_s']:.0f} "
+                                       f"before, {after['conn_per_s']:.0f} after (conn/s)")
+                        before = after
+                    else:
+                        untraced = before
                     runs[mode.name].append((untraced, traced))
                     row = row_values(mode.name, str(round_no), untraced, traced)
                     rows[mode.name].append(row)
