@@ -37,12 +37,19 @@ class Collector:
                 with self._lock:
                     self.sessions.extend(batch)
 
-    def wait_for(self, lports: set[int], timeout: float = 5.0) -> list[Session]:
-        """Sessions whose local port is in lports: wait until there is one per port."""
+    def mark(self) -> int:
+        """How many sessions were collected so far: wait_for(since=mark) skips them. The collector
+        lives for the whole test session, and a port number comes back (in another namespace, or
+        once freed), so an earlier test's session could otherwise match."""
+        with self._lock:
+            return len(self.sessions)
+
+    def wait_for(self, lports: set[int], since: int, timeout: float = 5.0) -> list[Session]:
+        """Sessions after mark `since` whose local port is in lports: wait until there is one per port."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                found = [s for s in self.sessions if s.lport in lports]
+                found = [s for s in self.sessions[since:] if s.lport in lports]
             if len({s.lport for s in found}) >= len(lports) or time.monotonic() > deadline:
                 return found
             time.sleep(0.01)

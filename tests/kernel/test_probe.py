@@ -19,6 +19,7 @@ MB = 1_000_000
 def run_pair(traffic, collector, *, family="4", host="127.0.0.1", send=0, recv=0, close="client",
              netns_server=None, netns_client=None, server_bind=None, hold_ms=0):
     """One connection between a tl-server and a tl-client; returns (sessions, peers, timing)."""
+    mark = collector.mark()
     server, port = traffic.server(netns=netns_server, name="tl-server", family=family,
                                   host=server_bind or host, recv=send, send=recv, close=close)
     client = traffic.client(netns=netns_client, name="tl-client", family=family, host=host, port=port,
@@ -26,7 +27,7 @@ def run_pair(traffic, collector, *, family="4", host="127.0.0.1", send=0, recv=0
     closed = client.events()[0]
     server.events()
     assert closed["event"] == "closed", closed
-    found = collector.wait_for({closed["lport"], port})
+    found = collector.wait_for({closed["lport"], port}, since=mark)
     client_side = [s for s in found if s.lport == closed["lport"] and s.rport == port]
     server_side = [s for s in found if s.lport == port and s.rport == closed["lport"]]
     assert len(client_side) == 1 and len(server_side) == 1, found
@@ -109,21 +110,23 @@ def free_port() -> int:
 
 
 def test_refused_connect_is_reported_with_zero_bytes(traffic, collector):
+    mark = collector.mark()
     client = traffic.client(name="tl-client", host="127.0.0.1", port=free_port())
     failed = client.events()[0]
     assert failed["error"] == "ECONNREFUSED"
-    (c,) = collector.wait_for({failed["lport"]})
+    (c,) = collector.wait_for({failed["lport"]}, since=mark)
     assert (c.pid, c.comm, c.tx_bytes, c.rx_bytes) == (client.pid, "tl-client", 0, 0)
     assert (c.error, c.role) == (errno.ECONNREFUSED, abi.ROLE_CLIENT)
 
 
 def test_timed_out_connect_is_reported_with_zero_bytes(traffic, collector, netns_pair):
     # No host answers at .99 on the namespace's link: the SYN goes unanswered.
+    mark = collector.mark()
     client = traffic.client(netns=netns_pair.client_ns, name="tl-client", host="10.201.0.99", port=80,
                             syn_timeout_ms=500)
     failed = client.events()[0]
     assert failed["event"] == "failed"
-    (c,) = collector.wait_for({failed["lport"]})
+    (c,) = collector.wait_for({failed["lport"]}, since=mark)
     assert (c.pid, c.tx_bytes, c.rx_bytes, c.role) == (client.pid, 0, 0, abi.ROLE_CLIENT)
     assert c.error in (errno.ETIMEDOUT, errno.EHOSTUNREACH)
     assert c.raddr == "10.201.0.99"
