@@ -154,16 +154,16 @@ class Counts:
 
     def add(self, signal_name: str, request: bytes) -> None:
         """Counts one serialized Export request's records (signal_name: "logs" or "spans")."""
-        spans = records(request)
-        n = len(spans)
+        ranges = records(request)
+        n = len(ranges)
         patterns = port_patterns(self.port_filter) if self.port_filter is not None else ()
         if self.track_ids:  # (trace id, storm?) of each, checked against the set under the lock
             ids = [(trace_id, any(request.find(p, start, end) >= 0 for p in patterns))
-                   for trace_id, (start, end) in zip(trace_ids(signal_name, request), spans)]
+                   for trace_id, (start, end) in zip(trace_ids(signal_name, request), ranges)]
             matched = sum(storm for _, storm in ids)
         else:
             ids = ()
-            # The patterns are whole KeyValues: only a record's own attribute can hold one.
+            # The patterns are whole KeyValues (tag, key, value): only a port attribute matches.
             matched = sum(request.count(p) for p in patterns)
         with self.lock:
             self.n[signal_name] += n
