@@ -241,3 +241,21 @@ def test_a_closed_pipe_ends_the_agent_quietly(traffic):
         server.kill()
     assert shell.returncode == 0
     assert stderr == ""
+
+
+def test_a_closed_pipe_ends_the_ndjson_agent_quietly(traffic):
+    # NDJSON is written by a thread of its own: its failed write still ends the agent, exit 0, quietly.
+    shell = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --format ndjson | head -1; exit ${{PIPESTATUS[0]}}'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "tracing via" in shell.stderr.readline()
+    server, port = traffic.server(name="tl-server", count=100)
+    client = traffic.client(name="tl-client", port=port, count=100)
+    try:
+        stdout, stderr = shell.communicate(timeout=20)
+    finally:
+        client.kill()
+        server.kill()
+    assert shell.returncode == 0
+    assert stderr == ""
+    assert json.loads(stdout)["network.transport"] == "tcp"
