@@ -293,7 +293,6 @@ def run(config: Config) -> int:
                 records = probe.read()
                 if records:
                     pipeline.handle(records)
-                pipeline.check_stdout()
                 losses.check()
                 if config.stats_interval and time.monotonic() >= next_stats:
                     next_stats += config.stats_interval

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from .clock import WallClock
 from .config import Config
@@ -25,7 +25,6 @@ from .enrich import ProcessNames
 from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
 from .output.table import TableWriter
-from .output.writer import ThreadedWriter
 from .session import Decoder
 from .stats import Stats
 
@@ -40,17 +39,13 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-STDOUT_FORMATS = ("ndjson", "otlp-json", "otlp-json-traces")  # lines written by a ThreadedWriter
-
-
 class Pipeline:
     def __init__(self, config: Config, stdout: TextIO) -> None:
         self.config = config
         self.stats = Stats()
         self.decoder = Decoder()
         self.table = TableWriter(stdout, config.table) if config.format == "table" else None
-        # NDJSON and OTLP/JSON lines, written by a thread of their own (output/writer.py).
-        self.stdout = ThreadedWriter(stdout.buffer) if config.format in STDOUT_FORMATS else None
+        self.stdout: BinaryIO = stdout.buffer
         self.ndjson: NdjsonEncoder | None = None
         self.otlp_json = None  # an OtlpJsonEncoder
         self.frames = None  # a SessionFrames, for OTLP/gRPC
@@ -142,8 +137,10 @@ class Pipeline:
         observed = time.time_ns()
         if self.ndjson:
             self.stdout.writelines(self.ndjson.encode(sessions, ids, offset))
+            self.stdout.flush()
         if self.otlp_json:
             self.stdout.writelines(self.otlp_json.encode(sessions, ids, offset, observed))
+            self.stdout.flush()
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             log_records, spans = self.frames.encode(sessions, ids, offset, observed,
@@ -153,14 +150,8 @@ class Pipeline:
             if traces:
                 traces.offer(spans)
 
-    def check_stdout(self) -> None:
-        """Raises stdout's write error (BrokenPipeError when its reader went away), if any."""
-        if self.stdout:
-            self.stdout.check()
-
     def shutdown(self) -> None:
-        """Flush the exporters within the deadline (in parallel), close the channels, then write
-        out stdout's last lines (a write error, e.g. BrokenPipeError, is raised last)."""
+        """Flush the exporters within the deadline (in parallel), then close the channels."""
         timeout = self.config.delivery.shutdown_timeout
         threads = [threading.Thread(target=e.shutdown, args=(timeout,)) for e in self.exporters.values()]
         for thread in threads:
@@ -169,5 +160,3 @@ class Pipeline:
             thread.join()
         for sender in self.senders:
             sender.close()
-        if self.stdout:
-            self.stdout.close()

@@ -244,7 +244,7 @@ def test_a_closed_pipe_ends_the_agent_quietly(traffic):
 
 
 def test_a_closed_pipe_ends_the_ndjson_agent_quietly(traffic):
-    # NDJSON is written by a thread of its own: its failed write still ends the agent, exit 0, quietly.
+    # The same with NDJSON: head reads the first session's line; a later write fails.
     shell = subprocess.Popen(
         ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --format ndjson | head -1; exit ${{PIPESTATUS[0]}}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
