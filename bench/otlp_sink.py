@@ -127,7 +127,8 @@ def trace_ids(signal_name: str, request: bytes) -> list[bytes]:
 
 def port_patterns(port: int) -> tuple[bytes, bytes]:
     """The serialized KeyValues network.local.port = port and network.peer.port = port (int_value),
-    as the bytes that follow their length: a record holds one exactly when it has that attribute."""
+    as the bytes that follow their length: a record holds one exactly when it has that attribute.
+    The varint is written here rather than taken from otel_tcplife: the receiver checks the agent."""
     value = bytearray()
     n = port
     while n > 0x7F:

@@ -225,6 +225,17 @@ def test_sigterm_and_sigint_exit_zero(start_agent):
         assert agent.stop(sig)[0] == 0
 
 
+def connect_until_exit(traffic, shell: subprocess.Popen) -> tuple[str, str]:
+    """100 loopback connections while `shell` runs; its stdout and stderr once it has exited."""
+    server, port = traffic.server(name="tl-server", count=100)
+    client = traffic.client(name="tl-client", port=port, count=100)
+    try:
+        return shell.communicate(timeout=20)
+    finally:
+        client.kill()
+        server.kill()
+
+
 def test_a_closed_pipe_ends_the_agent_quietly(traffic):
     # `otel-tcplife | head -1`: head leaves after the header; the next row's write fails.
     shell = subprocess.Popen(
@@ -232,13 +243,7 @@ def test_a_closed_pipe_ends_the_agent_quietly(traffic):
                        'exit ${PIPESTATUS[0]}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert shell.stdout.readline() == "tracing\n"
-    server, port = traffic.server(name="tl-server", count=100)
-    client = traffic.client(name="tl-client", port=port, count=100)
-    try:
-        _, stderr = shell.communicate(timeout=20)
-    finally:
-        client.kill()
-        server.kill()
+    _, stderr = connect_until_exit(traffic, shell)
     assert shell.returncode == 0
     assert stderr == ""
 
@@ -249,13 +254,7 @@ def test_a_closed_pipe_ends_the_ndjson_agent_quietly(traffic):
         ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --format ndjson | head -1; exit ${{PIPESTATUS[0]}}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "tracing via" in shell.stderr.readline()
-    server, port = traffic.server(name="tl-server", count=100)
-    client = traffic.client(name="tl-client", port=port, count=100)
-    try:
-        stdout, stderr = shell.communicate(timeout=20)
-    finally:
-        client.kill()
-        server.kill()
+    stdout, stderr = connect_until_exit(traffic, shell)
     assert shell.returncode == 0
     assert stderr == ""
     assert json.loads(stdout)["network.transport"] == "tcp"
