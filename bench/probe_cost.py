@@ -1,6 +1,6 @@
 """What the kernel probe alone costs the workload: the storm untraced, then with only the probe.
 
-    .venv/bin/python bench/probe_cost.py [--seconds 15] [--rounds 3] [--no-accept]
+    .venv/bin/python bench/probe_cost.py [--seconds 15] [--rounds 3] [--no-accept | --compare-accept]
 
 "Probe only" is the BPF object loaded and attached as the agent does it, with a minimal reader
 (`CoreProbe.read()` in a loop: records parsed, nothing else), so what the workload loses is the
@@ -8,9 +8,11 @@ in-kernel cost plus ~0.5 µs per session of parsing. While it runs, kernel.bpf_s
 (restored after) and each program's run count and run time come from `bpftool prog show`: the time
 spent inside the BPF programs, per run and per session, exactly (not the tracepoint dispatch around
 them, nor the slower syscall exit path that the syscall tracepoints cost every task).
---no-accept leaves out the accept programs, to see what they cost.
+--no-accept leaves out the accept programs; --compare-accept runs the probe both with and without
+them in every round, to see what they cost.
 
-Rounds alternate untraced and probe-only storms; the ratio is per round, then the median.
+An untraced storm runs before and after every probe-only storm, and each ratio is against the mean
+of the two around it: this machine's rate drifts by 10% within minutes. The median is over rounds.
 Needs root, BPF and bpftool.
 """
 
@@ -92,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="storm duration per run (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="untraced/probe-only pairs (default %(default)s)")
-    parser.add_argument("--no-accept", action="store_true", help="attach without the accept programs")
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--no-accept", action="store_true", help="attach without the accept programs")
+    variant.add_argument("--compare-accept", action="store_true",
+                         help="run the probe with and without the accept programs in every round")
     add_storm_arguments(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
@@ -110,30 +115,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     storm_args = {"seconds": args.seconds, "workers": args.workers, "servers": args.servers,
                   "payload_size": args.payload_size, "port": free_port()}
-    print(f"{'round':>5} {'untraced conn/s':>15} {'probe conn/s':>12} {'ratio':>6} {'sessions':>9}  "
+    variants = [True, False] if args.compare_accept else [not args.no_accept]
+    print(f"{'round':>5} {'probe':>9} {'untraced conn/s':>15} {'probe conn/s':>12} {'ratio':>6} {'sessions':>9}  "
           "BPF ns/run (runs/session) per program; BPF µs/session; BPF % of machine CPU")
-    ratios, per_session = [], []
+    ratios: dict[bool, list[float]] = {accept: [] for accept in variants}
+    per_session: dict[bool, list[float]] = {accept: [] for accept in variants}
     try:
         run_storm(**{**storm_args, "seconds": 2.0})  # warm-up
         for round_no in range(1, args.rounds + 1):
-            untraced = run_storm(**storm_args)
-            traced, stats = probe_only_storm(storm_args, not args.no_accept)
-            sessions = traced["sessions"]
-            total_ns = sum(ns for _, ns in stats.values())
-            ratio = traced["conn_per_s"] / untraced["conn_per_s"]
-            ratios.append(ratio)
-            per_session.append(total_ns / sessions / 1000)
-            programs = ", ".join(f"{name} {ns / max(runs, 1):.0f} ({runs / sessions:.2f})"
-                                 for name, (runs, ns) in sorted(stats.items()))
-            machine = total_ns / 1e9 / (traced["duration_s"] * len(os.sched_getaffinity(0))) * 100
-            print(f"{round_no:>5} {untraced['conn_per_s']:>15.0f} {traced['conn_per_s']:>12.0f} {ratio:>6.3f} "
-                  f"{sessions:>9}  {programs}; {per_session[-1]:.2f} µs; {machine:.1f}%", flush=True)
-            time.sleep(0.5)
+            before = run_storm(**storm_args)["conn_per_s"]
+            for accept in variants:
+                traced, stats = probe_only_storm(storm_args, accept)
+                after = run_storm(**storm_args)["conn_per_s"]
+                untraced = (before + after) / 2
+                sessions = traced["sessions"]
+                total_ns = sum(ns for _, ns in stats.values())
+                ratios[accept].append(traced["conn_per_s"] / untraced)
+                per_session[accept].append(total_ns / sessions / 1000)
+                programs = ", ".join(f"{name} {ns / max(runs, 1):.0f} ({runs / sessions:.2f})"
+                                     for name, (runs, ns) in sorted(stats.items()))
+                machine = total_ns / 1e9 / (traced["duration_s"] * len(os.sched_getaffinity(0))) * 100
+                print(f"{round_no:>5} {variant_name(accept):>9} {untraced:>15.0f} {traced['conn_per_s']:>12.0f} "
+                      f"{ratios[accept][-1]:>6.3f} {sessions:>9}  {programs}; {per_session[accept][-1]:.2f} µs; "
+                      f"{machine:.1f}% (untraced {before:.0f} before, {after:.0f} after)", flush=True)
+                before = after
+                time.sleep(0.5)
     finally:
         STATS_SYSCTL.write_text(stats_before)
-    print(f"median: probe-only/untraced {statistics.median(ratios):.3f}, "
-          f"BPF {statistics.median(per_session):.2f} µs per session")
+    for accept in variants:
+        print(f"median, {variant_name(accept)}: probe-only/untraced {statistics.median(ratios[accept]):.3f}, "
+              f"BPF {statistics.median(per_session[accept]):.2f} µs per session")
     return 0
+
+
+def variant_name(accept: bool) -> str:
+    return "accept" if accept else "no-accept"
 
 
 if __name__ == "__main__":
