@@ -27,7 +27,7 @@ from ..enrich import ProcessNames
 from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
 from ..session import Session
 from .otlp_wire import (
-    EVENT_NAME_FIELD, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
+    EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
     int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
     varint,
 )
@@ -53,7 +53,7 @@ _ADDRESS_KEYS = ("network.local.address", "network.peer.address", "client.addres
 
 def _count(value: int) -> bytes:
     """A byte counter's varint (always >= 0 from the kernel; negative ones as int64 would be)."""
-    if 0 <= value < 1 << 16:
+    if 0 <= value < 1 << 14:
         return VARINTS[value]
     return int64_varint(value)
 
@@ -98,7 +98,7 @@ class SessionFrames:
         roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
         types = _NETWORK_TYPES
         log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
-        varints = VARINTS
+        varints, groups = VARINTS, GROUPS
         CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
         log_out: list[bytes] = []
         span_out: list[bytes] = []
@@ -110,7 +110,9 @@ class SessionFrames:
             start, end = birth + offset, close + offset
             local = addresses.get(la) or address(la)
             peer = addresses.get(ra) or address(ra)
-            lv, rv = varints[lp], varints[rp]  # ports: always < 2**16
+            # Ports are < 2**16: varint() inlined, a call would cost more than the lookups.
+            lv = varints[lp] if lp < 16384 else groups[lp & 0x3FFF] + varints[lp >> 14]
+            rv = varints[rp] if rp < 16384 else groups[rp & 0x3FFF] + varints[rp >> 14]
             name_kind, role_piece, kind = roles.get(role) or unknown_role
             duration = (close - birth) / 1e6
             tx_value, rx_value = _count(tx), _count(rx)
@@ -142,7 +144,7 @@ class SessionFrames:
                 if n < 126 and end > 0 and observed > 0:  # the fast path: one-byte body lengths
                     size = LOG_FIXED_SIZE + n + len(block)
                     log_out.append(b"".join((
-                        b"\x12", varints[size] if size < 1 << 16 else varint(size),
+                        b"\x12", varints[size] if size < 1 << 14 else varint(size),
                         pack_log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
                         block,
                         pack_log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
@@ -156,7 +158,7 @@ class SessionFrames:
                 if start > 0 and end > 0:
                     size = head_size + len(block) + len(status)
                     span_out.append(b"".join((
-                        b"\x12", varints[size] if size < 1 << 16 else varint(size),
+                        b"\x12", varints[size] if size < 1 << 14 else varint(size),
                         pack_head(0x0a, 16, trace_id, 0x12, 8, span_id, field, 0x39, start, 0x41, end),
                         block,
                         status,

@@ -61,6 +61,8 @@ def test_only_the_signals_asked_for(logs, spans):
     assert (len(log_records), len(span_records)) == (5 if logs else 0, 5 if spans else 0)
 
 
+# Ports at the varint table's edges (otlp_wire.VARINTS) as well as anywhere.
+PORTS = st.integers(0, 65535) | st.sampled_from([127, 128, 16383, 16384, 65535])
 ADDRESSES = st.one_of(st.ip_addresses(v=4).map(lambda a: (4, str(a))), st.ip_addresses(v=6).map(lambda a: (6, str(a))))
 
 
@@ -71,7 +73,7 @@ def sessions(draw) -> Session:
     birth = draw(st.integers(0, 2**62))
     return Session(
         pid=draw(st.integers(0, 2**22)), comm=draw(st.text(max_size=16)), family=family,
-        laddr=laddr, lport=draw(st.integers(0, 65535)), raddr=raddr, rport=draw(st.integers(0, 65535)),
+        laddr=laddr, lport=draw(PORTS), raddr=raddr, rport=draw(PORTS),
         tx_bytes=draw(st.integers(0, 2**63 - 1) | st.sampled_from([0, 1023, 1024, 2**32, 2**32 + 1])),
         rx_bytes=draw(st.integers(0, 2**63 - 1)), birth_ns=birth, close_ns=birth + draw(st.integers(0, 2**40)),
         role=draw(st.sampled_from([abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN, 9])),
