@@ -93,7 +93,8 @@ def probe_only_storm(storm_args: dict, accept: bool) -> tuple[dict, dict[str, tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="storm duration per run (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="untraced/probe-only pairs (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, each a probe-only run per variant between untraced runs (default %(default)s)")
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument("--no-accept", action="store_true", help="attach without the accept programs")
     variant.add_argument("--compare-accept", action="store_true",

@@ -253,7 +253,8 @@ def report(args: argparse.Namespace, storm: dict, summary: dict, sink: dict | No
               f": least-squares line over {len(after)} samples from t={t0:.1f} s (first at or after "
               f"{reference_s:g} s) to t={t1:.1f} s, slope {'-' if slope is None else format(slope, '+.2f')} MB per "
               f"10 min (samples there: {rss0:.1f} -> {rss1:.1f} MB); target: no growth "
-              f"(<= {args.growth_tolerance_mb:g} MB): {verdict(growth is not None and growth <= args.growth_tolerance_mb)}")
+              f"(<= {args.growth_tolerance_mb:g} MB): "
+              f"{verdict(growth is not None and growth <= args.growth_tolerance_mb)}")
         print(f"  steady RSS           median {statistics.median(rss_values):.1f} MB, max {max(rss_values):.1f} MB "
               f"(samples from t={t0:.1f} s); target < {RSS_TARGET_MB:g} MB: "
               f"{verdict(max(rss_values) < RSS_TARGET_MB)}")

@@ -91,8 +91,8 @@ def _make_varint(n: int) -> bytes:
 # Values below 2**14 (lengths, counters, ports below the ephemeral range) from a table of whole
 # varints; larger ones 14 bits at a time, from a table of 14-bit groups with both continuation bits
 # set. Byte counts up to 4 TiB take at most three lookups, and no Python loop. The tables hold
-# 32,768 small bytes objects, 1.8 MB: one of all 2**16 varints would spare ephemeral ports a
-# concatenation, for 2.7 MB more resident memory.
+# 32,768 small bytes objects, ~2 MB resident: one of all 2**16 varints would spare ephemeral ports
+# a concatenation, for ~3 MB more.
 VARINTS = tuple(_make_varint(n) for n in range(1 << 14))
 GROUPS = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
 

@@ -74,7 +74,7 @@ def sessions(draw) -> Session:
     return Session(
         pid=draw(st.integers(0, 2**22)), comm=draw(st.text(max_size=16)), family=family,
         laddr=laddr, lport=draw(PORTS), raddr=raddr, rport=draw(PORTS),
-        tx_bytes=draw(st.integers(0, 2**63 - 1) | st.sampled_from([0, 1023, 1024, 2**32, 2**32 + 1])),
+        tx_bytes=draw(st.integers(0, 2**63 - 1) | st.sampled_from([0, 1023, 1024, 16383, 16384, 2**32, 2**32 + 1])),
         rx_bytes=draw(st.integers(0, 2**63 - 1)), birth_ns=birth, close_ns=birth + draw(st.integers(0, 2**40)),
         role=draw(st.sampled_from([abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN, 9])),
         error=draw(st.sampled_from([0, errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, 4242])),
