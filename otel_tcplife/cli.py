@@ -29,6 +29,7 @@ from .output.table import TableStyle
 from .pipeline import Pipeline
 from .probe import ATTACH_MODES, CoreProbe, ProbeSettings
 from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
+from .ratelimit import LOG_INTERVAL, RateLimitedLog
 
 PROG = "otel-tcplife"
 # glibc mallopt parameters (malloc.h)
@@ -245,12 +246,15 @@ class Stopper:
 
 
 class LossReporter:
-    """Reports kernel-side losses on stderr when they grow, and at exit."""
+    """Reports kernel-side losses on stderr when they grow: at once, then at most a line per kind every
+    LOG_INTERVAL seconds while they keep growing (each line counts everything since the one before),
+    and what was held back at exit."""
 
-    def __init__(self, probe: CoreProbe) -> None:
+    def __init__(self, probe: CoreProbe, log_interval: float = LOG_INTERVAL) -> None:
         self.probe = probe
         self.reported = {"lost": 0, "untracked": 0}
         self.next_check = time.monotonic() + STATS_CHECK_SECONDS
+        self._warn = RateLimitedLog(warn, log_interval)
 
     def check(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -259,12 +263,15 @@ class LossReporter:
         self.next_check = now + STATS_CHECK_SECONDS
         counters = self.probe.counters()
         if counters["lost"] > self.reported["lost"]:
-            warn(f"{counters['lost'] - self.reported['lost']} closed sessions lost: ring buffer full "
-                 f"(total {counters['lost']}; try a larger --ring-buffer-size)")
+            self._warn("lost", counters["lost"] - self.reported["lost"],
+                       f"{{n}} closed sessions lost: ring buffer full "
+                       f"(total {counters['lost']}; try a larger --ring-buffer-size)")
         if counters["untracked"] > self.reported["untracked"]:
-            warn(f"{counters['untracked'] - self.reported['untracked']} sessions untracked: socket table full "
-                 f"(total {counters['untracked']})")
+            self._warn("untracked", counters["untracked"] - self.reported["untracked"],
+                       f"{{n}} sessions untracked: socket table full (total {counters['untracked']})")
         self.reported = counters
+        if final:
+            self._warn.flush()
 
 
 def run(config: Config) -> int:

@@ -45,7 +45,7 @@ from typing import Generic, Literal, TypeVar
 
 from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
 from .queue import BoundedQueue
-from .ratelimit import RateLimitedLog, stderr_log
+from ..ratelimit import RateLimitedLog, stderr_log
 from .retry import Progress, RetryPolicy, send_with_retry
 from .spool import Entry, Spool
 

@@ -96,7 +96,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .ratelimit import RateLimitedLog, stderr_log
+from ..ratelimit import RateLimitedLog, stderr_log
 
 
 def crc32c(data) -> int:

@@ -1,7 +1,8 @@
-"""Log lines for the delivery layer: rate-limited by kind, never quoting payloads.
+"""Warnings rate-limited by kind, never quoting payloads.
 
-Shared by QueuedExporter and Spool. A held-back line is not lost: its count is summed into the next
-line of its kind, or written by flush().
+Shared by QueuedExporter, Spool and the kernel loss reporter (cli.LossReporter): an overloaded host
+gets a line per kind every LOG_INTERVAL seconds, not one per event or per check. A held-back line is
+not lost: its count is summed into the next line of its kind, or written by flush().
 """
 
 from __future__ import annotations
