@@ -667,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bracket_seconds is None:
             args.bracket_seconds = 20.0
     if args.bracket_seconds is not None and args.bracket_seconds < 0:
-        parser.error("--bracket-seconds must be positive (0: off)")
+        parser.error("--bracket-seconds must not be negative (0: off)")
     if not os.access(args.agent, os.X_OK):
         print(f"bench: error: agent {args.agent} is not executable (run `make setup`)", file=sys.stderr)
         return 1

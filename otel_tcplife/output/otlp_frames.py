@@ -111,8 +111,8 @@ class SessionFrames:
             local = addresses.get(la) or address(la)
             peer = addresses.get(ra) or address(ra)
             # Ports are < 2**16: varint() inlined, a call would cost more than the lookups.
-            lv = varints[lp] if lp < 16384 else groups[lp & 0x3FFF] + varints[lp >> 14]
-            rv = varints[rp] if rp < 16384 else groups[rp & 0x3FFF] + varints[rp >> 14]
+            lv = varints[lp] if lp < 1 << 14 else groups[lp & 0x3FFF] + varints[lp >> 14]
+            rv = varints[rp] if rp < 1 << 14 else groups[rp & 0x3FFF] + varints[rp >> 14]
             name_kind, role_piece, kind = roles.get(role) or unknown_role
             duration = (close - birth) / 1e6
             tx_value, rx_value = _count(tx), _count(rx)
