@@ -1,9 +1,9 @@
-"""The pipeline, composed in one place: raw events -> sessions -> outputs.
+"""The pipeline, composed in one place: raw events -> (sessions ->) outputs.
 
-    probe batch ─▶ Decoder ─▶ sessions ─▶ table (classic)
-                                       ├▶ NdjsonEncoder ─▶ NDJSON on stdout
-                                       ├▶ OtlpJsonEncoder ─▶ OTLP-JSON on stdout
-                                       └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
+    probe batch ─┬▶ table (classic)
+                 └▶ Decoder ─▶ sessions ─┬▶ NdjsonEncoder ─▶ NDJSON on stdout
+                                         ├▶ OtlpJsonEncoder ─▶ OTLP-JSON on stdout
+                                         └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
 
 The reading thread encodes each session's OTLP log record and span (the
 exporters' queues hold those bytes); batching into requests, sending and
@@ -125,12 +125,12 @@ class Pipeline:
             exporter.start()
 
     def handle(self, events: list[tuple]) -> None:
-        sessions = self.decoder.decode(events)
-        self.stats.sessions_observed += len(sessions)
+        self.stats.sessions_observed += len(events)
         if self.table:
-            self.table.write(sessions)
+            self.table.write(events)  # straight from the events: the table needs no Sessions
         if self.ndjson is None and self.otlp_json is None and self.frames is None:
             return
+        sessions = self.decoder.decode(events)
         # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
         ids = os.urandom(24 * len(sessions))
         offset = self.clock.offset()

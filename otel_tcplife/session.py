@@ -6,7 +6,6 @@ import socket
 from typing import NamedTuple
 
 
-
 class Session(NamedTuple):
     pid: int
     comm: str
@@ -29,6 +28,18 @@ class Session(NamedTuple):
         return self.close_ns - self.birth_ns
 
 
+def address_text(family: int, raw: bytes) -> str:
+    """An event's address (16 bytes, IPv4 in the first 4) as text."""
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def comm_text(raw: bytes) -> str:
+    """An event's comm (NUL-padded, not always valid UTF-8) as text."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
 class Decoder:
     """Turns raw event records into Sessions; caches address strings."""
 
@@ -45,11 +56,7 @@ class Decoder:
         if text is None:
             if len(addresses) > 65536:
                 addresses.clear()
-            if family == 4:
-                text = socket.inet_ntop(socket.AF_INET, raw[:4])
-            else:
-                text = socket.inet_ntop(socket.AF_INET6, raw)
-            addresses[raw] = text
+            text = addresses[raw] = address_text(family, raw)
         return text
 
     def decode(self, events: list[tuple]) -> list[Session]:
@@ -66,7 +73,7 @@ class Decoder:
             if name is None:
                 if len(comms) > 65536:
                     comms.clear()
-                name = comms[comm] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                name = comms[comm] = comm_text(comm)
             addresses = ipv4 if family == 4 else ipv6
             append(make(Session, (
                 pid, name, family, addresses.get(saddr) or address(family, saddr), sport,

@@ -1,40 +1,59 @@
-"""The classic table formats, checked against rows of the upstream tcplife examples."""
+"""The classic table formats, checked against rows of the upstream tcplife examples and, for many
+random events, against the classic tool's one-format rows."""
 
 from __future__ import annotations
 
 import io
+import random
 import re
+import socket
 
+from otel_tcplife import abi
+from otel_tcplife.output import table
 from otel_tcplife.output.table import TableStyle, TableWriter
-from otel_tcplife.session import Session
+
+# The classic tool's row formats (one % for the whole row, the IP slot after COMM).
+CLASSIC_ROWS = {
+    TableStyle(): "%-5d %-10.10s %s%-15s %-5d %-15s %-5d %5d %5d %.2f",
+    TableStyle(wide=True): "%-5d %-16.16s %-2s %-39s %-5s %-39s %-5d %6d %6d %.2f",
+    TableStyle(csv=True): "%d,%s,%s,%s,%s,%s,%d,%d,%d,%.2f",
+}
 
 
-def session(pid=22598, comm="curl", family=4, laddr="100.66.3.172", lport=61620, raddr="52.205.89.26",
-            rport=80, tx=0, rx=1 * 1024 + 1023, birth_us=1_000_000, span_us=91_790) -> Session:
+def raw_address(text: str) -> bytes:
+    if ":" in text:
+        return socket.inet_pton(socket.AF_INET6, text)
+    return socket.inet_aton(text) + bytes(12)
+
+
+def event(pid=22598, comm=b"curl", family=4, laddr="100.66.3.172", lport=61620, raddr="52.205.89.26",
+          rport=80, tx=0, rx=1 * 1024 + 1023, birth_us=1_000_000, span_us=91_790) -> tuple:
+    """An abi.EVENT tuple, as the probe reads it."""
     birth_ns = birth_us * 1000
-    return Session(pid, comm, family, laddr, lport, raddr, rport, tx, rx, birth_ns,
-                   birth_ns + span_us * 1000 + 999, 1, 0, 5, 1)
+    return abi.EVENT.unpack(abi.EVENT.pack(
+        birth_ns, birth_ns + span_us * 1000 + 999, tx, rx, raw_address(laddr), raw_address(raddr),
+        pid, 0, lport, rport, family, abi.ROLE_CLIENT, 5, abi.OWNER_CONNECT, comm))
 
 
-def render(style: TableStyle, *sessions: Session) -> list[str]:
+def render(style: TableStyle, *events: tuple) -> list[str]:
     out = io.StringIO()
     writer = TableWriter(out, style)
     writer.write_header()
-    writer.write(sessions)
+    writer.write(events)
     return out.getvalue().split("\n")
 
 
 def test_default_header_and_row_match_the_upstream_example():
-    lines = render(TableStyle(), session())
+    lines = render(TableStyle(), event())
     assert lines[0] == "PID   COMM       LADDR           LPORT RADDR           RPORT TX_KB RX_KB MS"
     assert lines[1] == "22598 curl       100.66.3.172    61620 52.205.89.26    80        0     1 91.79"
     assert lines[2] == ""  # every row ends with a newline
 
 
 def test_csv_with_both_times_matches_the_upstream_example():
-    first = session(pid=7335, comm="recordProgramSt", laddr="127.0.0.1", lport=48098, raddr="127.0.0.1",
-                    rport=28527, rx=0, span_us=260)
-    later = first._replace(close_ns=first.close_ns + 1_500_000_000)
+    first = event(pid=7335, comm=b"recordProgramSt", laddr="127.0.0.1", lport=48098, raddr="127.0.0.1",
+                  rport=28527, rx=0, span_us=260)
+    later = first[:1] + (first[1] + 1_500_000_000,) + first[2:]  # closed 1.5 s later
     lines = render(TableStyle(csv=True, wall_time=True, timestamp=True), first, later)
     assert lines[0] == "TIME,TIME(s),PID,COMM,IP,LADDR,LPORT,RADDR,RPORT,TX_KB,RX_KB,MS"
     assert re.fullmatch(r"\d\d:\d\d:\d\d,0\.000000,7335,recordProgramSt,4,127\.0\.0\.1,48098,"
@@ -43,12 +62,12 @@ def test_csv_with_both_times_matches_the_upstream_example():
 
 
 def test_csv_never_truncates_or_quotes_comm():
-    lines = render(TableStyle(csv=True), session(comm="a,b c-long-name-x"))
-    assert lines[1].startswith("22598,a,b c-long-name-x,4,")
+    lines = render(TableStyle(csv=True), event(comm=b"a,b c-long-name"))
+    assert lines[1].startswith("22598,a,b c-long-name,4,")
 
 
 def test_wide_columns_fit_ipv6():
-    v6 = session(family=6, laddr="2001:db8::1", raddr="2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", comm="x" * 20)
+    v6 = event(family=6, laddr="2001:db8::1", raddr="2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", comm=b"x" * 16)
     lines = render(TableStyle(wide=True), v6)
     assert lines[0] == ("PID   COMM             IP LADDR                                   LPORT "
                         "RADDR                                   RPORT  TX_KB  RX_KB MS")
@@ -57,15 +76,65 @@ def test_wide_columns_fit_ipv6():
 
 
 def test_csv_overrides_wide():
-    assert render(TableStyle(csv=True, wide=True), session())[0].startswith("PID,COMM,IP,")
+    assert render(TableStyle(csv=True, wide=True), event())[0].startswith("PID,COMM,IP,")
 
 
 def test_time_columns_come_first_time_then_timestamp():
-    lines = render(TableStyle(wall_time=True, timestamp=True), session())
+    lines = render(TableStyle(wall_time=True, timestamp=True), event())
     assert lines[0].startswith("TIME     TIME(s)   PID   COMM")
     assert re.match(r"\d\d:\d\d:\d\d 0\.000000  22598 curl ", lines[1]), lines[1]
 
 
 def test_kilobytes_are_truncated_and_ms_has_two_decimals():
-    lines = render(TableStyle(csv=True), session(tx=1023, rx=2048, span_us=1234))
+    lines = render(TableStyle(csv=True), event(tx=1023, rx=2048, span_us=1234))
     assert lines[1].endswith(",0,2,1.23")
+
+
+def test_the_same_raw_bytes_are_shown_by_family():
+    # 0.0.0.0 padded to 16 bytes is also ::, and 127.0.0.1 is 7f00:1::
+    raw = socket.inet_aton("127.0.0.1") + bytes(12)
+    v4 = event(family=4, laddr="0.0.0.0", raddr="127.0.0.1")
+    v6 = event(family=6, laddr="::", raddr="7f00:1::")
+    assert v4[4:6] == (bytes(16), raw) and v6[4:6] == (bytes(16), raw)
+    for _ in range(2):  # the second time from the caches
+        rows = [line.split(",") for line in render(TableStyle(csv=True), v4, v6, v4)[1:-1]]
+        assert [row[2:6:] for row in rows] == [["4", "0.0.0.0", "61620", "127.0.0.1"],
+                                               ["6", "::", "61620", "7f00:1::"],
+                                               ["4", "0.0.0.0", "61620", "127.0.0.1"]]
+
+
+def test_rows_equal_the_classic_formats_for_random_events(monkeypatch):
+    """Many events, with values at the columns' widths and beyond, durations that round either
+    way, names that are cut, not UTF-8 or empty; the caches are kept small so they fill and clear."""
+    monkeypatch.setattr(table, "CACHE_LIMIT", 50)
+    rng = random.Random(5)
+    addresses = ["127.0.0.1", "10.1.2.3", "255.255.255.255", "0.0.0.0", "::", "::1", "fe80::1",
+                 "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", "::ffff:10.0.0.1"]
+    comms = [b"curl", b"", b"x" * 16, b"nginx\0worker", b"caf\xc3\xa9", b"bad\xff\xfe", b"a,b c"]
+    events = []
+    for _ in range(3000):
+        family = rng.choice([4, 6])
+        pool = [a for a in addresses if (":" in a) == (family == 6)]
+        events.append(event(
+            pid=rng.choice([1, 99999, 100000, 4294967295, rng.randrange(1, 1 << 22)]),
+            comm=rng.choice(comms), family=family, laddr=rng.choice(pool), raddr=rng.choice(pool),
+            lport=rng.choice([0, 9999, 10000, 65535, rng.randrange(1 << 16)]),
+            rport=rng.choice([0, 80, 65535, rng.randrange(1 << 16)]),
+            tx=rng.choice([0, 1023, 1024, 10**11, rng.randrange(1 << 40)]),
+            rx=rng.choice([0, 2047, 99999 * 1024, rng.randrange(1 << 30)]),
+            span_us=rng.choice([0, 5, 15, 1005, 2675, 999_995, rng.randrange(10**7), rng.randrange(10**11)])))
+    for style, classic in CLASSIC_ROWS.items():
+        expected = []
+        for birth, close, tx, rx, saddr, daddr, pid, _, sport, dport, family, _, _, _, comm in events:
+            text = socket.AF_INET if family == 4 else socket.AF_INET6
+            size = 4 if family == 4 else 16
+            expected.append(classic % (
+                pid, comm.split(b"\0")[0].decode("utf-8", "replace"), "" if style == TableStyle() else family,
+                socket.inet_ntop(text, saddr[:size]), sport, socket.inet_ntop(text, daddr[:size]), dport,
+                tx // 1024, rx // 1024, float((close - birth) // 1000) / 1000))
+        out = io.StringIO()
+        writer = TableWriter(out, style)
+        writer.write(events)
+        assert out.getvalue().split("\n")[:-1] == expected
+        assert all(len(cache) <= 50 for cache in (writer.processes, writer.ipv4, writer.ipv6,
+                                                   writer.kilobytes, writer.milliseconds))
