@@ -107,6 +107,9 @@ static __always_inline bool read_addresses(struct sock *sk, struct event *e)
 		e->family = 4;
 		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
 		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		/* Reserved space holds older records: user space keys caches by all 16 bytes. */
+		__builtin_memset(e->saddr + 4, 0, 12);
+		__builtin_memset(e->daddr + 4, 0, 12);
 		return true;
 	}
 	if (family != AF_INET6)

@@ -11,6 +11,7 @@ import pytest
 
 from otel_tcplife import abi
 from otel_tcplife.probe import CoreProbe, ProbeSettings
+from otel_tcplife.probe.ring import RECORD_SIZE
 from otel_tcplife.session import Decoder
 
 MB = 1_000_000
@@ -200,3 +201,26 @@ def test_without_a_poll_interval_each_session_wakes_the_reader_at_once():
             assert ours == 2 and waited < 1.0, (ours, waited)
     finally:
         probe.close()
+
+
+def test_ipv4_addresses_are_zero_padded_after_the_ring_buffer_wraps():
+    """An IPv4 event's addresses fill 4 of their 16 bytes; the other 12 are zero, also where the
+    ring buffer's space held older records: user space keys its caches by all 16 bytes."""
+    probe = CoreProbe(ProbeSettings(ring_buffer_bytes=4096)).start()  # wraps every ~36 records
+    events = []
+    try:
+        for round_ in range(8):
+            for family, host in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
+                with socket.create_server((host, 0), family=family) as listener:
+                    for _ in range(5):
+                        socket.create_connection((host, listener.getsockname()[1])).close()
+                        listener.accept()[0].close()
+            time.sleep(0.05)
+            events += probe.drain()
+    finally:
+        probe.close()
+    fields = [name for name, _ in abi.EVENT_FIELDS]
+    family, saddr, daddr = fields.index("family"), fields.index("saddr"), fields.index("daddr")
+    ipv4 = [e for e in events if e[family] == 4]
+    assert len(ipv4) >= 8 * 10 and len(events) > 2 * 4096 // RECORD_SIZE  # wrapped at least twice
+    assert [e for e in ipv4 if e[saddr][4:] != bytes(12) or e[daddr][4:] != bytes(12)] == []
