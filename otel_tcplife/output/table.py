@@ -1,8 +1,8 @@
 """The classic tcplife table, byte for byte (default, -w wide, -s CSV, -T, -t).
 
 Rows are made straight from the probe's event tuples (abi.EVENT field order), column by
-column from caches of formatted text: a row is then nine lookups, where one %-format of the
-whole row, or decoding Sessions first, cost the table mode a third of its CPU.
+column from caches of formatted text: a row is nine lookups. One %-format per row of decoded
+Sessions took twice the time (1.6 against 0.84 us per session, ring parsing included).
 """
 
 from __future__ import annotations
