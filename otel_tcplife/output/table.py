@@ -89,11 +89,11 @@ class TableWriter:
             return
         # The hot path: one loop of cache lookups, no call per row.
         processes, ports, kilobytes, milliseconds = self.processes, self.ports, self.kilobytes, self.milliseconds
-        ip4, ipv4, ip6, ipv6 = self.ip4, self.ipv4, self.ip6, self.ipv6
+        v4, v6 = (self.ip4, self.ipv4), (self.ip6, self.ipv6)  # per family: IP column, address cache
         lines = []
         append = lines.append
         for birth, close, tx, rx, saddr, daddr, pid, _, sport, dport, family, _, _, _, comm in events:
-            ip, addresses = (ip4, ipv4) if family == 4 else (ip6, ipv6)
+            ip, addresses = v4 if family == 4 else v6
             append(f"{processes[pid, comm]}{ip}{addresses[saddr]}{ports[sport]}{addresses[daddr]}{ports[dport]}"
                    f"{kilobytes[tx // 1024]}{kilobytes[rx // 1024]}{milliseconds[(close - birth) // 1000]}")
         if self.style.wall_time or self.style.timestamp:
