@@ -5,14 +5,14 @@
 Synthetic sessions like the ones bench/storm.py makes (loopback client + server ends, ephemeral
 ports, a few pids and comms), plus some IPv6, remote peers and failed connects. Each round builds
 FRESH sessions (new ports, byte counts, durations, so per-session values are not already cached),
-then times, from sessions to serialized requests for both signals, batch by batch (--batch, the
-default batch size):
-- records + ProtoEncoder: RecordBuilder's SessionRecords, then the generated protobuf classes
-  (the readable reference, and what the agent did before SessionFrames);
-- SessionFrames + WireEncoder: what the agent does (frames in the reading thread, requests in
-  the exporters).
+then times serializing requests for both signals, batch by batch (--batch, the default batch
+size):
+- records + ProtoEncoder: from Sessions, RecordBuilder's SessionRecords, then the generated
+  protobuf classes (the readable reference, and what the agent did before SessionFrames);
+- SessionFrames + WireEncoder: from the same sessions as the probe's event tuples, what the agent
+  does (frames in the reading thread, requests in the exporters).
 Prints µs per session (best and median round) and checks that both produce the same bytes.
-Then, on the same sessions, the stdout encoders alone: NDJSON, OTLP/JSON log records, OTLP/JSON
+Then, on the same events, the stdout encoders alone: NDJSON, OTLP/JSON log records, OTLP/JSON
 spans (each batch's output made whole, as the agent writes it).
 """
 
@@ -38,7 +38,7 @@ from otel_tcplife.output.otlp_frames import SessionFrames  # noqa: E402
 from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
 from otel_tcplife.record import RecordBuilder  # noqa: E402
 from otel_tcplife.resource import build_resource, resource_json, resource_proto, scope_json, scope_proto  # noqa: E402
-from otel_tcplife.session import Session  # noqa: E402
+from otel_tcplife.session import Session, as_events  # noqa: E402
 
 COMMS = ["python3", "curl", "nginx", "postgres", "sshd", "java", "node", "redis-server"]
 REMOTES4 = ["93.184.216.34", "10.0.3.17", "172.16.8.200", "192.168.1.10"]
@@ -97,25 +97,25 @@ def run_records(builder: RecordBuilder, proto: ProtoEncoder, sessions_, ids, bat
     return (time.perf_counter_ns() - start) / 1e3 / len(sessions_), out
 
 
-def run_frames(frames: SessionFrames, wire: WireEncoder, sessions_, ids, batch) -> tuple[float, list]:
+def run_frames(frames: SessionFrames, wire: WireEncoder, events, ids, batch) -> tuple[float, list]:
     gc.collect()
     start = time.perf_counter_ns()
     out = []
-    for i, b in enumerate(batches(sessions_, batch)):
+    for i, b in enumerate(batches(events, batch)):
         logs, spans = frames.encode(b, ids[24 * batch * i:], 0, OBSERVED)
         out += (payload for payload, _ in wire.requests(logs))
         out += (payload for payload, _ in wire.requests(spans))
-    return (time.perf_counter_ns() - start) / 1e3 / len(sessions_), out
+    return (time.perf_counter_ns() - start) / 1e3 / len(events), out
 
 
-def run_stdout(encode, sessions_, ids, batch) -> float:
+def run_stdout(encode, events, ids, batch) -> float:
     """µs per session for encode(batch, ids) -> pieces of output, every piece made."""
     gc.collect()
     start = time.perf_counter_ns()
-    for i, b in enumerate(batches(sessions_, batch)):
+    for i, b in enumerate(batches(events, batch)):
         for _ in encode(b, ids[24 * batch * i:]):
             pass
-    return (time.perf_counter_ns() - start) / 1e3 / len(sessions_)
+    return (time.perf_counter_ns() - start) / 1e3 / len(events)
 
 
 def main() -> None:
@@ -145,16 +145,17 @@ def main() -> None:
     payload = 0
     for _ in range(args.rounds):
         batch_sessions = sessions(args.sessions, rng)
+        events = as_events(batch_sessions)
         ids = rng.randbytes(24 * args.sessions)
         us_proto, expected = run_records(builder, proto, batch_sessions, ids, args.batch)
-        us_frames, got = run_frames(frames, wire, batch_sessions, ids, args.batch)
+        us_frames, got = run_frames(frames, wire, events, ids, args.batch)
         if got != expected:
             sys.exit("MISMATCH: SessionFrames bytes differ from ProtoEncoder's")
         times[labels[0]].append(us_proto)
         times[labels[1]].append(us_frames)
         payload = sum(map(len, got))
         for name, encode in stdout_encoders.items():
-            stdout_times[name].append(run_stdout(encode, batch_sessions, ids, args.batch))
+            stdout_times[name].append(run_stdout(encode, events, ids, args.batch))
 
     best = {name: min(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}

@@ -1,10 +1,10 @@
 """SessionRecord: a closed session as OpenTelemetry sees it (the record contract).
 
-RecordBuilder is the contract in readable form. The outputs write the same
-records straight from sessions, through f-strings and precomputed bytes
-(NDJSON, OTLP-JSON, OTLP protobuf: per session, building the record first
-would cost as much as encoding it); tests check every output against
-RecordBuilder's records. Attribute names follow the semantic conventions;
+RecordBuilder is the contract in readable form, from decoded Sessions. The
+outputs write the same records straight from the probe's events, through
+f-strings and precomputed bytes (NDJSON, OTLP-JSON, OTLP protobuf: per
+session, building the record first would cost as much as encoding it); tests
+check every output against RecordBuilder's records. Attribute names follow the semantic conventions;
 see README.md "Record contract".
 """
 
@@ -74,9 +74,10 @@ def log_body(r: SessionRecord) -> str:
 _SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))  # "0B" .. "1023B", the usual counts
 
 
-def body_text(family: int, comm: str, client: str, client_port: int, server: str, server_port: int,
+def body_text(family: int, comm: str, client: str, client_port: int | str, server: str, server_port: int | str,
               tx: int, rx: int, duration_ms: float) -> str:
-    """log_body's line without its error suffix; comm as given (OTLP/JSON passes it escaped)."""
+    """log_body's line without its error suffix; comm as given (OTLP/JSON passes it escaped), ports
+    as numbers or their text."""
     sent = _SMALL_BYTES[tx] if 0 <= tx < 1024 else format_bytes(tx)
     received = _SMALL_BYTES[rx] if 0 <= rx < 1024 else format_bytes(rx)
     if family == 6:

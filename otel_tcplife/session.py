@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple
+from typing import Callable, Iterable, NamedTuple
+
+from . import abi
 
 
 class Session(NamedTuple):
@@ -35,49 +37,65 @@ def address_text(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
+def address_bytes(family: int, text: str) -> bytes:
+    """address_text's inverse: an address as an event holds it (16 bytes, IPv4 in the first 4)."""
+    return socket.inet_pton(socket.AF_INET if family == 4 else socket.AF_INET6, text).ljust(16, b"\0")
+
+
 def comm_text(raw: bytes) -> str:
     """An event's comm (NUL-padded, not always valid UTF-8) as text."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+CACHE_LIMIT = 8192  # entries per Formatted cache, unless told otherwise
+
+
+class Formatted(dict):
+    """key -> make(key), made once: formatting a field costs several times a lookup. Cleared when
+    full (limit entries), so that it stays bounded."""
+
+    def __init__(self, make: Callable, limit: int | None = None) -> None:
+        super().__init__()
+        self.make = make
+        self.limit = CACHE_LIMIT if limit is None else limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
+
+
+def address_caches(make: Callable[[str], object] = str) -> tuple[Formatted, Formatted]:
+    """Raw address (16 bytes) -> make(its text), for IPv4 and for IPv6: one cache per family,
+    since 0.0.0.0 and :: are the same bytes. The outputs read events with these, not Sessions."""
+    return (Formatted(lambda raw: make(address_text(4, raw))),
+            Formatted(lambda raw: make(address_text(6, raw))))
+
+
 class Decoder:
-    """Turns raw event records into Sessions; caches address strings."""
+    """Turns raw event records into Sessions (the readable form: RecordBuilder, tests)."""
 
     def __init__(self) -> None:
-        # Raw address (16 bytes, IPv4 in the first 4) -> text, one cache per family: a bytes
-        # key hashes faster than a (family, bytes) tuple made for every lookup.
-        self._ipv4: dict[bytes, str] = {}
-        self._ipv6: dict[bytes, str] = {}
-        self._comms: dict[bytes, str] = {}
-
-    def address(self, family: int, raw: bytes) -> str:
-        addresses = self._ipv4 if family == 4 else self._ipv6
-        text = addresses.get(raw)
-        if text is None:
-            if len(addresses) > 65536:
-                addresses.clear()
-            text = addresses[raw] = address_text(family, raw)
-        return text
+        self._ipv4, self._ipv6 = address_caches()
+        self._comms = Formatted(comm_text)
 
     def decode(self, events: list[tuple]) -> list[Session]:
         """abi.EVENT tuples (as the probe reads them) -> Sessions."""
-        ipv4, ipv6 = self._ipv4, self._ipv6
-        address = self.address
-        comms = self._comms
-        make = tuple.__new__  # Session(...) without its Python-level __new__: a third faster
+        ipv4, ipv6, comms = self._ipv4, self._ipv6, self._comms
         sessions = []
-        append = sessions.append
         for (birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role,
              oldstate, owner, comm) in events:
-            name = comms.get(comm)
-            if name is None:
-                if len(comms) > 65536:
-                    comms.clear()
-                name = comms[comm] = comm_text(comm)
             addresses = ipv4 if family == 4 else ipv6
-            append(make(Session, (
-                pid, name, family, addresses.get(saddr) or address(family, saddr), sport,
-                addresses.get(daddr) or address(family, daddr), dport,
-                tx, rx, birth, close, role, error, oldstate, owner,
-            )))
+            sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
+                                    tx, rx, birth, close, role, error, oldstate, owner))
         return sessions
+
+
+def as_events(sessions: Iterable[Session]) -> list[tuple]:
+    """Decoder.decode's inverse, for tests and benchmarks: Sessions as the probe reads them
+    (abi.EVENT tuples), the comm cut to 16 bytes as the kernel's is."""
+    return [abi.EVENT.unpack(abi.EVENT.pack(
+        s.birth_ns, s.close_ns, s.tx_bytes, s.rx_bytes, address_bytes(s.family, s.laddr),
+        address_bytes(s.family, s.raddr), s.pid, s.error, s.lport, s.rport, s.family, s.role, s.oldstate,
+        s.owner, s.comm.encode())) for s in sessions]

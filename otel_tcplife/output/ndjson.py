@@ -5,9 +5,10 @@ trace_id, span_id (hex), then every attribute of the record contract as a
 flat dotted key (record.RecordBuilder defines them; tests check both agree).
 
 This is the hot path of the default output, so lines are built by per-role
-f-strings straight from Sessions: no dict, no attribute tuples.
-Only the process names can need JSON escaping; they are escaped once per
-(pid, comm).
+f-strings straight from the probe's event tuples (abi.EVENT field order): no
+Session, no dict, no attribute tuples. Addresses, ports and the process come
+from caches of their text; only the process names can need JSON escaping, and
+they are escaped once per (pid, comm).
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import orjson
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import EVENT_NAME, NETWORK_TYPE, ROLES
-from ..session import Session
+from ..session import Formatted, address_caches, comm_text
 
-CACHE_LIMIT = 8192
 # Lines per chunk of output: ~100 KB, under the size malloc serves from fresh mmap-ed pages
 # (cli.tune_malloc), whose page faults cost more than the extra write calls.
 CHUNK_LINES = 128
@@ -59,19 +59,15 @@ class NdjsonEncoder:
     def __init__(self, names: ProcessNames | None = None) -> None:
         self.names = names or ProcessNames()
         self.rfc3339 = Rfc3339()
-        self._process: dict[tuple[int, str], str] = {}
+        self._ipv4, self._ipv6 = address_caches()
+        self._ports = Formatted(str, limit=1 << 16)  # only 65,536 ports exist
+        self._processes = Formatted(self._process_json)  # (pid, raw comm) -> JSON
         self._errors: dict[int, str] = {0: ""}
 
-    def _process_json(self, pid: int, comm: str) -> str:
-        key = (pid, comm)
-        fragment = self._process.get(key)
-        if fragment is None:
-            if len(self._process) >= CACHE_LIMIT:
-                self._process.clear()
-            name = orjson.dumps(self.names.executable_name(pid, comm)).decode()
-            fragment = self._process[key] = (f',"process.pid":{pid},"process.executable.name":{name},'
-                                             f'"thread.name":{orjson.dumps(comm).decode()}')
-        return fragment
+    def _process_json(self, key: tuple[int, bytes]) -> str:
+        pid, comm = key[0], comm_text(key[1])
+        name = orjson.dumps(self.names.executable_name(pid, comm)).decode()
+        return f',"process.pid":{pid},"process.executable.name":{name},"thread.name":{orjson.dumps(comm).decode()}'
 
     def _error_json(self, error: int) -> str:
         fragment = self._errors.get(error)
@@ -79,21 +75,20 @@ class NdjsonEncoder:
             fragment = self._errors[error] = f',"error.type":"{errno.errorcode.get(error, str(error))}"'
         return fragment
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int) -> Iterator[bytes]:
-        """Lines for sessions, made and yielded CHUNK_LINES at a time (only one chunk is in memory);
-        ids holds 24 random bytes per session (trace id, span id), offset turns their monotonic
-        times into Unix ns (as RecordBuilder.build)."""
-        return (self._encode_chunk(sessions[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset)
-                for i in range(0, len(sessions), CHUNK_LINES))
+    def encode(self, events: Sequence[tuple], ids: bytes, offset: int) -> Iterator[bytes]:
+        """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
+        is in memory); ids holds 24 random bytes per event (trace id, span id), offset turns their
+        monotonic times into Unix ns (as RecordBuilder.build)."""
+        return (self._encode_chunk(events[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset)
+                for i in range(0, len(events), CHUNK_LINES))
 
-    def _encode_chunk(self, sessions: Sequence[Session], ids: bytes, offset: int) -> bytes:
+    def _encode_chunk(self, events: Sequence[tuple], ids: bytes, offset: int) -> bytes:
         """One flat loop, no call or tuple per session that can be avoided: this is most of the
         agent's CPU in NDJSON mode. f-strings, not %-templates: PyUnicode_Format parses the
         template for every line, and took a fifth more time per session."""
         hex_ids = ids.hex()
         seconds, second = self.rfc3339.seconds, self.rfc3339.second
-        processes = self._process
-        process_json = self._process_json
+        ipv4, ipv6, ports, processes = self._ipv4, self._ipv6, self._ports, self._processes
         error_json = self._error_json
         types = NETWORK_TYPES
         event = EVENT_NAME
@@ -103,7 +98,9 @@ class NdjsonEncoder:
         lines = []
         append = lines.append
         j = 0
-        for pid, comm, family, la, lp, ra, rp, tx, rx, birth, close, role, error, _, _ in sessions:
+        for birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role, _, _, comm in events:
+            addresses = ipv4 if family == 4 else ipv6
+            la, ra, lp, rp = addresses[saddr], addresses[daddr], ports[sport], ports[dport]
             end = str(close + offset)  # Rfc3339, inlined
             start = str(birth + offset)
             head = (f'{{"time":"{seconds.get(end[:-9]) or second(end[:-9])}.{end[-9:]}Z",'
@@ -112,7 +109,7 @@ class NdjsonEncoder:
                     f'"network.transport":"tcp","network.type":"{types[family]}",'
                     f'"network.local.address":"{la}","network.local.port":{lp},'
                     f'"network.peer.address":"{ra}","network.peer.port":{rp}')
-            process = processes.get((pid, comm)) or process_json(pid, comm)
+            process = processes[pid, comm]
             failure = error_json(error) if error else ""
             # The three branches differ only in the client/server attributes.
             if role == CLIENT:

@@ -1,8 +1,8 @@
-"""Sessions straight to framed OTLP LogRecords and Spans: the agent's OTLP hot path.
+"""The probe's events straight to framed OTLP LogRecords and Spans: the agent's OTLP hot path.
 
-`SessionFrames.encode` writes, for each session, the bytes of one ScopeLogs.log_records entry
+`SessionFrames.encode` writes, for each event (a closed session), the bytes of one ScopeLogs.log_records entry
 and one ScopeSpans.spans entry (tag 0x12, length, message): what ProtoEncoder would serialize
-for the SessionRecord RecordBuilder makes of it, byte for byte (tests/unit/test_otlp_frames.py),
+for the SessionRecord RecordBuilder makes of its Session, byte for byte (tests/unit/test_otlp_frames.py),
 without building the record. `WireEncoder.requests` then wraps a batch of them in a request.
 
 Why not records: building a SessionRecord's attribute pairs and encoding them again costs about
@@ -25,14 +25,12 @@ from typing import Sequence
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
-from ..session import Session
+from ..session import Formatted, address_caches, comm_text
 from .otlp_wire import (
     EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
     int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
     varint,
 )
-
-CACHE_LIMIT = 65536  # entries in the address and process caches; a full cache is cleared
 
 _pack_double = struct.Struct("<d").pack
 
@@ -61,40 +59,37 @@ def _count(value: int) -> bytes:
 class SessionFrames:
     def __init__(self, names: ProcessNames | None = None) -> None:
         self.names = names or ProcessNames()
-        self._addresses: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}  # local, peer, client, server
-        self._processes: dict[tuple[int, str], tuple[bytes, bytes, bytes]] = {}
-        self._errors: dict[int, tuple[bytes, str, bytes]] = {}  # errno -> piece, error.type, span status
+        # raw address -> (local, peer, client, server pieces, text), per family
+        self._ipv4, self._ipv6 = address_caches(self._address)
+        self._ports = Formatted(str, limit=1 << 16)  # for the log body; only 65,536 ports exist
+        self._processes = Formatted(self._process)  # (pid, raw comm) -> (pid, name, thread pieces), comm
+        self._errors = Formatted(self._error)  # errno -> piece, error.type, span status
 
-    def _address(self, address: str) -> tuple[bytes, bytes, bytes, bytes]:
-        if len(self._addresses) >= CACHE_LIMIT:
-            self._addresses.clear()
-        pieces = self._addresses[address] = tuple(string_piece(key, address) for key in _ADDRESS_KEYS)
-        return pieces
+    @staticmethod
+    def _address(address: str) -> tuple[bytes, bytes, bytes, bytes, str]:
+        return (*(string_piece(key, address) for key in _ADDRESS_KEYS), address)
 
-    def _process(self, pid: int, comm: str) -> tuple[bytes, bytes, bytes]:
-        if len(self._processes) >= CACHE_LIMIT:
-            self._processes.clear()
+    def _process(self, key: tuple[int, bytes]) -> tuple[tuple[bytes, bytes, bytes], str]:
+        pid, comm = key[0], comm_text(key[1])
         pid_value = int64_varint(pid)
-        pieces = self._processes[(pid, comm)] = (
-            _PID[len(pid_value)] + pid_value,
-            string_piece("process.executable.name", self.names.executable_name(pid, comm)),
-            string_piece("thread.name", comm),
-        )
-        return pieces
+        pieces = (_PID[len(pid_value)] + pid_value,
+                  string_piece("process.executable.name", self.names.executable_name(pid, comm)),
+                  string_piece("thread.name", comm))
+        return pieces, comm
 
-    def _error(self, error: int) -> tuple[bytes, str, bytes]:
+    @staticmethod
+    def _error(error: int) -> tuple[bytes, str, bytes]:
         name = errno.errorcode.get(error, str(error))
-        entry = self._errors[error] = (string_piece("error.type", name), name, span_status(name))
-        return entry
+        return string_piece("error.type", name), name, span_status(name)
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int,
+    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int,
                logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:
-        """(framed log records, framed spans) for sessions, each list empty when not asked for.
+        """(framed log records, framed spans) for events (abi.EVENT tuples), each list empty when not
+        asked for.
 
-        ids: 24 random bytes per session (trace id, span id); offset: monotonic -> Unix ns;
+        ids: 24 random bytes per event (trace id, span id); offset: monotonic -> Unix ns;
         observed: the log records' observed time, Unix ns (as RecordBuilder.build)."""
-        addresses, processes, errors = self._addresses, self._processes, self._errors
-        address, process, error_entry = self._address, self._process, self._error
+        ipv4, ipv6, ports, processes, errors = self._ipv4, self._ipv6, self._ports, self._processes, self._errors
         roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
         types = _NETWORK_TYPES
         log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
@@ -104,12 +99,12 @@ class SessionFrames:
         span_out: list[bytes] = []
         j = 0
         # One flat loop: a function call per session or attribute would cost as much as a field.
-        for pid, comm, family, la, lp, ra, rp, tx, rx, birth, close, role, error, _, _ in sessions:
+        for birth, close, tx, rx, saddr, daddr, pid, error, lp, rp, family, role, _, _, comm in events:
             trace_id, span_id = ids[j:j + 16], ids[j + 16:j + 24]
             j += 24
             start, end = birth + offset, close + offset
-            local = addresses.get(la) or address(la)
-            peer = addresses.get(ra) or address(ra)
+            addresses = ipv4 if family == 4 else ipv6
+            local, peer = addresses[saddr], addresses[daddr]
             # Ports are < 2**16: varint() inlined, a call would cost more than the lookups.
             lv = varints[lp] if lp < 1 << 14 else groups[lp & 0x3FFF] + varints[lp >> 14]
             rv = varints[rp] if rp < 1 << 14 else groups[rp & 0x3FFF] + varints[rp >> 14]
@@ -122,11 +117,12 @@ class SessionFrames:
                 pieces += (local[2], _CLIENT_PORT[len(lv)] + lv, peer[3], _SERVER_PORT[len(rv)] + rv)
             elif role == SERVER:
                 pieces += (peer[2], _CLIENT_PORT[len(rv)] + rv, local[3], _SERVER_PORT[len(lv)] + lv)
-            pieces += processes.get((pid, comm)) or process(pid, comm)
+            process, name = processes[pid, comm]
+            pieces += process
             pieces += (role_piece, _SENT[len(tx_value)] + tx_value, _RECEIVED[len(rx_value)] + rx_value,
                        _DURATION + _pack_double(duration))
             if error:
-                error_piece, error_type, status = errors.get(error) or error_entry(error)
+                error_piece, error_type, status = errors[error]
                 pieces.append(error_piece)
             else:
                 error_type, status = "", b""
@@ -134,9 +130,9 @@ class SessionFrames:
             if logs:
                 block = log_tag.join(pieces)
                 if kind == _KIND_SERVER:
-                    body = body_text(family, comm, ra, rp, la, lp, tx, rx, duration)
+                    body = body_text(family, name, peer[4], ports[rp], local[4], ports[lp], tx, rx, duration)
                 else:
-                    body = body_text(family, comm, la, lp, ra, rp, tx, rx, duration)
+                    body = body_text(family, name, local[4], ports[lp], peer[4], ports[rp], tx, rx, duration)
                 if error_type:
                     body = f"{body} {error_type}"
                 body = body.encode()

@@ -4,10 +4,10 @@ Each line is one LogsData (or one TracesData) object per batch: lowerCamelCase
 keys, hex trace and span ids, 64-bit integers as decimal strings, enums as
 integers. One signal per stream.
 
-Written from sessions through f-strings, as NDJSON is: the records
-are the ones RecordBuilder describes (tests parse the lines back into the
-protobuf messages ProtoEncoder builds from those records and compare). Only
-process names can need JSON escaping; they are escaped once per (pid, comm).
+Written from the probe's event tuples through f-strings, as NDJSON is: the
+records are the ones RecordBuilder describes (tests parse the lines back into
+the protobuf messages ProtoEncoder builds from those records and compare).
+Only process names can need JSON escaping; they are escaped once per (pid, comm).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import orjson
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
-from ..session import Session
+from ..session import Formatted, address_caches, comm_text
 
-CACHE_LIMIT = 8192
 CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), less of spans
 STATUS_CODE_ERROR = 2
 
@@ -50,48 +49,45 @@ class OtlpJsonEncoder:
         envelope = ('{"resourceLogs":[{"resource":%s,"scopeLogs":[{"scope":%s,"logRecords":['
                     if signal == "logs" else '{"resourceSpans":[{"resource":%s,"scopeSpans":[{"scope":%s,"spans":[')
         self._head = envelope % (_json(resource), _json(scope))
-        self._processes: dict[tuple[int, str], tuple[str, str]] = {}  # -> (attributes, comm escaped)
-        self._errors: dict[int, tuple[str, str, str]] = {}  # -> (attribute, error.type, span status)
+        self._ipv4, self._ipv6 = address_caches()
+        self._ports = Formatted(str, limit=1 << 16)  # only 65,536 ports exist
+        self._processes = Formatted(self._process)  # (pid, raw comm) -> (attributes, comm escaped)
+        self._errors = Formatted(self._error)  # errno -> (attribute, error.type, span status)
 
-    def _process(self, pid: int, comm: str) -> tuple[str, str]:
-        if len(self._processes) >= CACHE_LIMIT:
-            self._processes.clear()
-        entry = self._processes[(pid, comm)] = (
-            f'{{"key":"process.pid","value":{{"intValue":"{pid}"}}}},'
-            f'{_string_attribute("process.executable.name", self.names.executable_name(pid, comm))},'
-            f'{_string_attribute("thread.name", comm)}',
-            _json(comm)[1:-1],
-        )
-        return entry
+    def _process(self, key: tuple[int, bytes]) -> tuple[str, str]:
+        pid, comm = key[0], comm_text(key[1])
+        return (f'{{"key":"process.pid","value":{{"intValue":"{pid}"}}}},'
+                f'{_string_attribute("process.executable.name", self.names.executable_name(pid, comm))},'
+                f'{_string_attribute("thread.name", comm)}',
+                _json(comm)[1:-1])
 
-    def _error(self, error: int) -> tuple[str, str, str]:
+    @staticmethod
+    def _error(error: int) -> tuple[str, str, str]:
         name = errno.errorcode.get(error, str(error))
-        entry = self._errors[error] = ("," + _string_attribute("error.type", name), " " + name,
-                                       ',"status":' + _json({"code": STATUS_CODE_ERROR, "message": name}))
-        return entry
+        return ("," + _string_attribute("error.type", name), " " + name,
+                ',"status":' + _json({"code": STATUS_CODE_ERROR, "message": name}))
 
-    def encode(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> Iterator[bytes]:
-        """One line for the sessions, nothing for none, made and yielded in pieces of CHUNK_RECORDS
-        records: only one piece is in memory at a time (under the size malloc serves from fresh
-        pages, cli.tune_malloc). ids holds 24 random bytes per session (trace id, span id), offset
-        turns monotonic times into Unix ns, observed is the log records' observed time (as
-        RecordBuilder.build)."""
-        for i in range(0, len(sessions), CHUNK_RECORDS):
-            records = ",".join(self._records(sessions[i:i + CHUNK_RECORDS], ids[24 * i:24 * (i + CHUNK_RECORDS)],
+    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int) -> Iterator[bytes]:
+        """One line for the events (abi.EVENT tuples), nothing for none, made and yielded in pieces
+        of CHUNK_RECORDS records: only one piece is in memory at a time (under the size malloc
+        serves from fresh pages, cli.tune_malloc). ids holds 24 random bytes per event (trace id,
+        span id), offset turns monotonic times into Unix ns, observed is the log records' observed
+        time (as RecordBuilder.build)."""
+        for i in range(0, len(events), CHUNK_RECORDS):
+            records = ",".join(self._records(events[i:i + CHUNK_RECORDS], ids[24 * i:24 * (i + CHUNK_RECORDS)],
                                              offset, observed))
             head = self._head if i == 0 else ","
-            tail = "]}]}]}\n" if i + CHUNK_RECORDS >= len(sessions) else ""
+            tail = "]}]}]}\n" if i + CHUNK_RECORDS >= len(events) else ""
             yield f"{head}{records}{tail}".encode()
 
-    def _records(self, sessions: Sequence[Session], ids: bytes, offset: int, observed: int) -> list[str]:
-        """The sessions' log records or spans, as JSON objects, from f-strings (a fifth cheaper than
+    def _records(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int) -> list[str]:
+        """The events' log records or spans, as JSON objects, from f-strings (a fifth cheaper than
         %-templates, which are parsed again for every record), attributes in RecordBuilder's order.
         Addresses come from inet_ntop: nothing to escape."""
         logs = self.signal == "logs"
         observed_text = str(observed)  # the same for the batch: converted once
         hex_ids = ids.hex()
-        processes, errors = self._processes, self._errors
-        process_entry, error_entry = self._process, self._error
+        ipv4, ipv6, ports, processes, errors = self._ipv4, self._ipv6, self._ports, self._processes, self._errors
         roles, unknown = SPAN_ROLES, SPAN_ROLES[abi.ROLE_UNKNOWN]
         transport, types = TRANSPORT_ATTRIBUTE, NETWORK_TYPES
         event_name, severity = _json(EVENT_NAME), SEVERITY_INFO
@@ -99,9 +95,11 @@ class OtlpJsonEncoder:
         items = []
         append = items.append
         j = 0
-        for pid, comm, family, la, lp, ra, rp, tx, rx, birth, close, role, error, _, _ in sessions:
-            process, comm_json = processes.get((pid, comm)) or process_entry(pid, comm)
-            error_attribute, error_suffix, status = (errors.get(error) or error_entry(error)) if error else ("", "", "")
+        for birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role, _, _, comm in events:
+            addresses = ipv4 if family == 4 else ipv6
+            la, ra, lp, rp = addresses[saddr], addresses[daddr], ports[sport], ports[dport]
+            process, comm_json = processes[pid, comm]
+            error_attribute, error_suffix, status = errors[error] if error else ("", "", "")
             name_kind, role_attribute = roles.get(role) or unknown
             duration = (close - birth) / 1e6
             if role == SERVER:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence, TextIO
+from typing import Sequence, TextIO
 
-from ..session import address_text, comm_text
+from ..session import Formatted, address_caches, comm_text
 
 HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
 
@@ -29,22 +29,6 @@ ROW_COLUMNS = {
     "wide": ("%-5d %-16.16s ", "%-2s ", "%-39s ", "%-5d ", "%6d ", "%.2f"),
     "csv": ("%d,%s,", "%s,", "%s,", "%d,", "%d,", "%.2f"),
 }
-CACHE_LIMIT = 8192  # entries per column cache; ports need no limit: there are only 65,536
-
-
-class Formatted(dict):
-    """key -> make(key), made once: formatting a column costs several times a lookup."""
-
-    def __init__(self, make: Callable, limit: int | None = None) -> None:
-        super().__init__()
-        self.make = make
-        self.limit = CACHE_LIMIT if limit is None else limit
-
-    def __missing__(self, key) -> str:
-        if len(self) >= self.limit:
-            self.clear()
-        text = self[key] = self.make(key)
-        return text
 
 
 @dataclass(frozen=True)
@@ -63,9 +47,7 @@ class TableWriter:
         process, ip, address, port, kilobytes, ms = ROW_COLUMNS[self.kind]
         self.processes = Formatted(lambda key: process % (key[0], comm_text(key[1])))  # (pid, raw comm)
         self.ip4, self.ip6 = (ip % "4", ip % "6") if ip else ("", "")
-        # Raw addresses, one cache per family: 0.0.0.0 and :: are the same bytes.
-        self.ipv4 = Formatted(lambda raw: address % address_text(4, raw))
-        self.ipv6 = Formatted(lambda raw: address % address_text(6, raw))
+        self.ipv4, self.ipv6 = address_caches(lambda text: address % text)
         self.ports = Formatted(lambda number: port % number, limit=1 << 16)
         self.kilobytes = Formatted(lambda count: kilobytes % count)
         self.milliseconds = Formatted(lambda us: ms % (us / 1000))  # the classic float(us) / 1000

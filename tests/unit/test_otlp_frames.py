@@ -1,4 +1,5 @@
-"""SessionFrames writes, straight from sessions, what ProtoEncoder serializes for RecordBuilder's records."""
+"""SessionFrames writes, straight from the probe's events, what ProtoEncoder serializes for the
+records RecordBuilder makes of the same events decoded into Sessions."""
 
 from __future__ import annotations
 
@@ -10,23 +11,24 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from otel_tcplife import abi
 from otel_tcplife.enrich import ProcessNames
-from otel_tcplife.output import otlp_frames
+from otel_tcplife import session
 from otel_tcplife.output.otlp_frames import SessionFrames
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.output.otlp_wire import WireEncoder
 from otel_tcplife.record import RecordBuilder
-from otel_tcplife.session import Session
+from otel_tcplife.session import Decoder, Session, as_events
 
 from ..support import FixedClock
 from .test_otlp_wire import OBSERVED, RESOURCE, SCOPE, varied_sessions
 
 
 def assert_frames_match_records(sessions, frames: SessionFrames | None = None, offset=FixedClock.offset_ns) -> None:
-    ids = os.urandom(24 * len(sessions))
+    events = as_events(sessions)
+    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
-    records = RecordBuilder(names=names).build(sessions, ids, offset, OBSERVED)
+    records = RecordBuilder(names=names).build(Decoder().decode(events), ids, offset, OBSERVED)
     frames = frames or SessionFrames(names)
-    logs, spans = frames.encode(sessions, ids, offset, OBSERVED)
+    logs, spans = frames.encode(events, ids, offset, OBSERVED)
     wire, proto = WireEncoder(RESOURCE, SCOPE), ProtoEncoder(RESOURCE, SCOPE)
     assert wire.requests(logs) == [(proto.logs_request(records).SerializeToString(), len(records))]
     assert wire.requests(spans) == [(proto.traces_request(records).SerializeToString(), len(records))]
@@ -49,15 +51,16 @@ def test_long_bodies_zero_times_and_unknown_roles():
 
 
 def test_full_caches_are_cleared_and_refilled(monkeypatch):
-    monkeypatch.setattr(otlp_frames, "CACHE_LIMIT", 3)
+    monkeypatch.setattr(session, "CACHE_LIMIT", 3)
     frames = SessionFrames(ProcessNames(proc="/nonexistent"))
     assert_frames_match_records(varied_sessions(50), frames)
-    assert len(frames._addresses) <= 3 and len(frames._processes) <= 3
+    assert len(frames._ipv4) <= 3 and len(frames._ipv6) <= 3 and len(frames._processes) <= 3
 
 
 @pytest.mark.parametrize("logs,spans", [(True, False), (False, True)])
 def test_only_the_signals_asked_for(logs, spans):
-    log_records, span_records = SessionFrames().encode(varied_sessions(5), os.urandom(120), 0, OBSERVED, logs, spans)
+    log_records, span_records = SessionFrames().encode(as_events(varied_sessions(5)), os.urandom(120), 0, OBSERVED,
+                                                       logs, spans)
     assert (len(log_records), len(span_records)) == (5 if logs else 0, 5 if spans else 0)
 
 

@@ -21,7 +21,8 @@ from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.output.otlp_wire import WireEncoder, varint
 from otel_tcplife.record import RecordBuilder, SessionRecord
 from otel_tcplife.resource import resource_proto, scope_proto
-from otel_tcplife.session import Session
+
+from otel_tcplife.session import Decoder, Session, as_events
 
 from ..support import FixedClock, sample_session
 
@@ -52,10 +53,12 @@ def varied_sessions(n: int) -> list[Session]:
 
 def records_and_frames(sessions: list[Session]) -> tuple[list[SessionRecord], dict[str, list[bytes]]]:
     """The same sessions as RecordBuilder records (for ProtoEncoder) and as SessionFrames frames."""
-    ids = os.urandom(24 * len(sessions))
+    events = as_events(sessions)
+    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
-    records = RecordBuilder(clock=FixedClock(), names=names).build(sessions, ids, FixedClock.offset_ns, OBSERVED)
-    logs, spans = SessionFrames(names).encode(sessions, ids, FixedClock.offset_ns, OBSERVED)
+    records = RecordBuilder(clock=FixedClock(), names=names).build(
+        Decoder().decode(events), ids, FixedClock.offset_ns, OBSERVED)
+    logs, spans = SessionFrames(names).encode(events, ids, FixedClock.offset_ns, OBSERVED)
     return records, {"logs": logs, "traces": spans}
 
 
@@ -73,13 +76,14 @@ def test_resource_and_scope_of_any_size(signal):
         assert wire.requests([]) == [(proto_bytes(proto, signal, []), 0)]
 
 
-@pytest.mark.parametrize("changes", [{"pid": 2**63}, {"tx_bytes": 2**63}, {"rx_bytes": 2**64}])
+@pytest.mark.parametrize("changes", [{"tx_bytes": 2**63}, {"rx_bytes": 2**64 - 1}])
 def test_values_out_of_range_are_refused_like_protobuf_does(changes):
+    """Byte counters are u64 in the event, int64 in OTLP."""
     bad = [session(**changes)]
     with pytest.raises(ValueError):
         proto_bytes(ProtoEncoder(RESOURCE, SCOPE), "logs", RecordBuilder(clock=FixedClock()).build(bad))
     with pytest.raises(ValueError):
-        SessionFrames().encode(bad, os.urandom(24), 0, OBSERVED)
+        SessionFrames().encode(as_events(bad), os.urandom(24), 0, OBSERVED)
 
 
 def reference_varint(n: int) -> bytes:

@@ -1,11 +1,13 @@
-"""Decoder: raw event tuples -> Sessions, with its caches keyed so that families never mix."""
+"""Decoder: raw event tuples -> Sessions, with its caches keyed so that families never mix; and back."""
 
 from __future__ import annotations
 
 import socket
 
 from otel_tcplife import abi
-from otel_tcplife.session import Decoder, Session
+from otel_tcplife.session import Decoder, Session, as_events
+
+from ..support import sample_session
 
 
 def event(family: int, saddr: bytes, daddr: bytes, comm: bytes = b"curl") -> tuple:
@@ -31,3 +33,13 @@ def test_every_field_lands_in_place():
     assert session == Session(pid=42, comm="nginx", family=4, laddr="10.0.0.1", lport=40000, raddr="10.0.0.2",
                               rport=80, tx_bytes=10, rx_bytes=20, birth_ns=1_000, close_ns=3_000,
                               role=abi.ROLE_CLIENT, error=0, oldstate=1, owner=0)
+
+
+def test_as_events_is_the_inverse_of_decode():
+    sessions = [sample_session(), sample_session(family=6, laddr="::1", raddr="2001:db8::7", comm="x" * 15,
+                                                 role=abi.ROLE_SERVER, error=104, tx_bytes=2**64 - 1)]
+    events = as_events(sessions)
+    assert Decoder().decode(events) == sessions
+    assert events[0][4] == socket.inet_aton("10.0.0.5") + bytes(12)  # IPv4 zero-padded, as the probe does
+    # the kernel's comm holds 16 bytes: longer names are cut
+    assert Decoder().decode(as_events([sample_session(comm="y" * 20)]))[0].comm == "y" * 16
