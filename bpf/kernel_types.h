@@ -74,7 +74,12 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+};
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u32 snd_una;
 	__u32 write_seq;
 	__u64 bytes_received;

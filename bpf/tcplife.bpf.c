@@ -64,6 +64,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * A field of a kernel object. tp_btf hands the program a socket pointer whose type the
+ * verifier knows, so its fields are plain loads; the classic tracepoint hands it a bare
+ * address, so each field is a bpf_probe_read_kernel() call. `direct` is a constant in each
+ * program (every function here is inlined): each program keeps one kind of access.
+ */
+#define FIELD(direct, ptr, path) ((direct) ? (ptr)->path : BPF_CORE_READ(ptr, path))
+
 static __always_inline void count(__u32 index)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &index);
@@ -99,14 +107,19 @@ static __always_inline bool is_v4_mapped(const __u8 *a)
 }
 
 /* Fill addresses and family; false if the family is neither IPv4 nor IPv6. */
-static __always_inline bool read_addresses(struct sock *sk, struct event *e)
+static __always_inline bool read_addresses(struct sock *sk, struct event *e, bool direct)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = FIELD(direct, sk, __sk_common.skc_family);
 
 	if (family == AF_INET) {
 		e->family = 4;
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		if (direct) {
+			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+			*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+		} else {
+			bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+			bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		}
 		/* Reserved space holds older records: user space keys caches by all 16 bytes. */
 		__builtin_memset(e->saddr + 4, 0, 12);
 		__builtin_memset(e->daddr + 4, 0, 12);
@@ -114,8 +127,13 @@ static __always_inline bool read_addresses(struct sock *sk, struct event *e)
 	}
 	if (family != AF_INET6)
 		return false;
-	bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-	bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	if (direct) {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	} else {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
 	if (is_v4_mapped(e->daddr)) {
 		/* ::ffff:a.b.c.d is an IPv4 session: report it as one. */
 		e->family = 4;
@@ -137,17 +155,17 @@ static __always_inline bool read_addresses(struct sock *sk, struct event *e)
  * - the peer's FIN is in bytes_received iff tcp_fin() ran, which sets
  *   SOCK_DONE (a reset does not).
  */
-static __always_inline void read_payload_bytes(struct sock *sk, __u32 states, struct event *e)
+static __always_inline void read_payload_bytes(struct sock *sk, struct tcp_sock *tp, __u32 states,
+					       struct event *e, bool direct)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
-	__u64 sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	__u64 acked = FIELD(direct, tp, bytes_acked);
+	__u64 received = FIELD(direct, tp, bytes_received);
+	__u64 sk_flags = FIELD(direct, sk, __sk_common.skc_flags);
 
 	if ((states & STATE(TCP_SYN_SENT)) && (states & STATE(TCP_ESTABLISHED)) && acked)
 		acked--;
 	if ((states & (STATE(TCP_FIN_WAIT1) | STATE(TCP_LAST_ACK))) && acked &&
-	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+	    FIELD(direct, tp, snd_una) == FIELD(direct, tp, write_seq))
 		acked--;
 	if ((sk_flags & (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
 		received--;
@@ -156,20 +174,24 @@ static __always_inline void read_payload_bytes(struct sock *sk, __u32 states, st
 }
 
 static __always_inline void report_close(struct sock *sk, __u64 key, struct sock_info *info,
-					 int oldstate)
+					 int oldstate, bool direct)
 {
+	/* A typed tcp_sock pointer for direct loads: a plain cast keeps the type struct sock. */
+	struct tcp_sock *tp = direct ? bpf_skc_to_tcp_sock(sk) : (struct tcp_sock *)sk;
 	struct event *e;
 	__u64 flags;
 	__u16 sport, dport;
 	__u32 pid = info->pid;
 
+	if (!tp)  /* never here: only full TCP sockets change state; the verifier wants the check */
+		return;
 	if (!pid)
 		take_current_task(info, OWNER_NONE);
 	if (config.pid && info->pid != config.pid)
 		return;
 	/* At CLOSE skc_num is already zero: the local port is in inet_sport. */
-	sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	sport = __builtin_bswap16(FIELD(direct, tp, inet_conn.icsk_inet.inet_sport));
+	dport = __builtin_bswap16(FIELD(direct, sk, __sk_common.skc_dport));
 	if (!port_allowed(config.sports, sport) || !port_allowed(config.dports, dport))
 		return;
 
@@ -178,15 +200,15 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 		count(COUNTER_LOST);
 		return;
 	}
-	if (!read_addresses(sk, e) || (config.family && e->family != config.family)) {
+	if (!read_addresses(sk, e, direct) || (config.family && e->family != config.family)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
 	e->birth_ns = info->birth_ns;
 	e->close_ns = bpf_ktime_get_ns();
-	read_payload_bytes(sk, info->states | STATE(oldstate), e);
+	read_payload_bytes(sk, tp, info->states | STATE(oldstate), e, direct);
 	e->pid = info->pid;
-	e->error = BPF_CORE_READ(sk, sk_err);
+	e->error = FIELD(direct, sk, sk_err);
 	e->sport = sport;
 	e->dport = dport;
 	e->role = (info->states & STATE(TCP_SYN_SENT)) ? ROLE_CLIENT :
@@ -204,7 +226,7 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 	bpf_ringbuf_submit(e, flags);
 }
 
-static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)
+static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate, bool direct)
 {
 	__u64 key = (__u64)sk;
 	struct sock_info *info;
@@ -249,7 +271,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			take_current_task(info, OWNER_CLOSE);
 		return 0;
 	}
-	report_close(sk, key, info, oldstate);
+	report_close(sk, key, info, oldstate, direct);
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
@@ -257,9 +279,9 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state_btf, struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	return handle_set_state(sk, oldstate, newstate);
+	return handle_set_state(sk, oldstate, newstate, true);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -267,7 +289,7 @@ int set_state_tracepoint(struct trace_event_raw_inet_sock_set_state *args)
 {
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
-	return handle_set_state((struct sock *)args->skaddr, args->oldstate, args->newstate);
+	return handle_set_state((struct sock *)args->skaddr, args->oldstate, args->newstate, false);
 }
 
 /* accept() returns in the accepting task: that task owns the session. */
