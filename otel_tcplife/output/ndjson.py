@@ -62,18 +62,12 @@ class NdjsonEncoder:
         self._ipv4, self._ipv6 = address_caches()
         self._ports = Formatted(str, limit=1 << 16)  # only 65,536 ports exist
         self._processes = Formatted(self._process_json)  # (pid, raw comm) -> JSON
-        self._errors: dict[int, str] = {0: ""}
+        self._errors = Formatted(lambda error: f',"error.type":"{errno.errorcode.get(error, str(error))}"')
 
     def _process_json(self, key: tuple[int, bytes]) -> str:
         pid, comm = key[0], comm_text(key[1])
         name = orjson.dumps(self.names.executable_name(pid, comm)).decode()
         return f',"process.pid":{pid},"process.executable.name":{name},"thread.name":{orjson.dumps(comm).decode()}'
-
-    def _error_json(self, error: int) -> str:
-        fragment = self._errors.get(error)
-        if fragment is None:
-            fragment = self._errors[error] = f',"error.type":"{errno.errorcode.get(error, str(error))}"'
-        return fragment
 
     def encode(self, events: Sequence[tuple], ids: bytes, offset: int) -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
@@ -88,8 +82,7 @@ class NdjsonEncoder:
         template for every line, and took a fifth more time per session."""
         hex_ids = ids.hex()
         seconds, second = self.rfc3339.seconds, self.rfc3339.second
-        ipv4, ipv6, ports, processes = self._ipv4, self._ipv6, self._ports, self._processes
-        error_json = self._error_json
+        ipv4, ipv6, ports, processes, errors = self._ipv4, self._ipv6, self._ports, self._processes, self._errors
         types = NETWORK_TYPES
         event = EVENT_NAME
         CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
@@ -110,7 +103,7 @@ class NdjsonEncoder:
                     f'"network.local.address":"{la}","network.local.port":{lp},'
                     f'"network.peer.address":"{ra}","network.peer.port":{rp}')
             process = processes[pid, comm]
-            failure = error_json(error) if error else ""
+            failure = errors[error] if error else ""
             # The three branches differ only in the client/server attributes.
             if role == CLIENT:
                 append(f'{head},"client.address":"{la}","client.port":{lp},"server.address":"{ra}","server.port":{rp}'
