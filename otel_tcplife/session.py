@@ -73,6 +73,11 @@ def address_caches(make: Callable[[str], object] = str) -> tuple[Formatted, Form
             Formatted(lambda raw: make(address_text(6, raw))))
 
 
+def port_cache(make: Callable[[int], object] = str) -> Formatted:
+    """Port -> make(port), never cleared: only 65,536 ports exist."""
+    return Formatted(make, limit=1 << 16)
+
+
 class Decoder:
     """Turns raw event records into Sessions (the readable form: RecordBuilder, tests)."""
 

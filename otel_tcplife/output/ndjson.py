@@ -22,7 +22,7 @@ import orjson
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import EVENT_NAME, NETWORK_TYPE, ROLES
-from ..session import Formatted, address_caches, comm_text
+from ..session import Formatted, address_caches, comm_text, port_cache
 
 # Lines per chunk of output: ~100 KB, under the size malloc serves from fresh mmap-ed pages
 # (cli.tune_malloc), whose page faults cost more than the extra write calls.
@@ -60,7 +60,7 @@ class NdjsonEncoder:
         self.names = names or ProcessNames()
         self.rfc3339 = Rfc3339()
         self._ipv4, self._ipv6 = address_caches()
-        self._ports = Formatted(str, limit=1 << 16)  # only 65,536 ports exist
+        self._ports = port_cache()
         self._processes = Formatted(self._process_json)  # (pid, raw comm) -> JSON
         self._errors = Formatted(lambda error: f',"error.type":"{errno.errorcode.get(error, str(error))}"')
 

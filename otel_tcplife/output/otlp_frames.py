@@ -25,7 +25,7 @@ from typing import Sequence
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
-from ..session import Formatted, address_caches, comm_text
+from ..session import Formatted, address_caches, comm_text, port_cache
 from .otlp_wire import (
     EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
     int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
@@ -61,7 +61,7 @@ class SessionFrames:
         self.names = names or ProcessNames()
         # raw address -> (local, peer, client, server pieces, text), per family
         self._ipv4, self._ipv6 = address_caches(self._address)
-        self._ports = Formatted(str, limit=1 << 16)  # for the log body; only 65,536 ports exist
+        self._ports = port_cache()  # for the log body
         self._processes = Formatted(self._process)  # (pid, raw comm) -> (pid, name, thread pieces), comm
         self._errors = Formatted(self._error)  # errno -> piece, error.type, span status
 

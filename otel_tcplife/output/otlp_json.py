@@ -20,7 +20,7 @@ import orjson
 from .. import abi
 from ..enrich import ProcessNames
 from ..record import EVENT_NAME, NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
-from ..session import Formatted, address_caches, comm_text
+from ..session import Formatted, address_caches, comm_text, port_cache
 
 CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), less of spans
 STATUS_CODE_ERROR = 2
@@ -50,7 +50,7 @@ class OtlpJsonEncoder:
                     if signal == "logs" else '{"resourceSpans":[{"resource":%s,"scopeSpans":[{"scope":%s,"spans":[')
         self._head = envelope % (_json(resource), _json(scope))
         self._ipv4, self._ipv6 = address_caches()
-        self._ports = Formatted(str, limit=1 << 16)  # only 65,536 ports exist
+        self._ports = port_cache()
         self._processes = Formatted(self._process)  # (pid, raw comm) -> (attributes, comm escaped)
         self._errors = Formatted(self._error)  # errno -> (attribute, error.type, span status)
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence, TextIO
 
-from ..session import Formatted, address_caches, comm_text
+from ..session import Formatted, address_caches, comm_text, port_cache
 
 HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
 
@@ -48,7 +48,7 @@ class TableWriter:
         self.processes = Formatted(lambda key: process % (key[0], comm_text(key[1])))  # (pid, raw comm)
         self.ip4, self.ip6 = (ip % "4", ip % "6") if ip else ("", "")
         self.ipv4, self.ipv6 = address_caches(lambda text: address % text)
-        self.ports = Formatted(lambda number: port % number, limit=1 << 16)
+        self.ports = port_cache(lambda number: port % number)
         self.kilobytes = Formatted(lambda count: kilobytes % count)
         self.milliseconds = Formatted(lambda us: ms % (us / 1000))  # the classic float(us) / 1000
         self.first_close_us: int | None = None
