@@ -234,11 +234,13 @@ def warn(message: str) -> None:
 
 
 class Stopper:
-    """Turns SIGINT/SIGTERM into a flag the read loop checks."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a flag the read loop checks: each ends the agent
+    with a flush and the stats line. SIGHUP is what a closed terminal or a session manager
+    sends; the agent has no files to reopen (stdout is inherited, the spool is its own)."""
 
     def __init__(self) -> None:
         self.stopped = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._stop)
 
     def _stop(self, _signum: int, _frame: object) -> None:

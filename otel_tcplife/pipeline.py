@@ -29,6 +29,7 @@ from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
 from .output.table import TableWriter
 from .stats import Stats
+from .stdout_guard import StdoutGuard
 
 
 # Backoff between retries stays short: a collector that is back is found within
@@ -53,6 +54,8 @@ class Pipeline:
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
         self._locks: list[int] = []  # spool directory locks, held until exit
+        self.stdout_guard = StdoutGuard(exporting=bool(config.otlp), warn=lambda m: _log(f"warning: {m}"))
+        self.stats.stdout_dropped = lambda: self.stdout_guard.dropped
         if config.format == "table" and not config.otlp:
             return
         # One clock and one set of ids per session, whichever outputs share them.
@@ -121,14 +124,15 @@ class Pipeline:
 
     def start(self) -> None:
         if self.table:
-            self.table.write_header()
+            self.stdout_guard.write(self.table.write_header, 0)
         for exporter in self.exporters.values():
             exporter.start()
 
     def handle(self, events: list[tuple]) -> None:
         self.stats.sessions_observed += len(events)
+        guard = self.stdout_guard
         if self.table:
-            self.table.write(events)
+            guard.write(lambda: self.table.write(events), len(events))
         if self.ndjson is None and self.otlp_json is None and self.frames is None:
             return
         # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
@@ -136,11 +140,9 @@ class Pipeline:
         offset = self.clock.offset()
         observed = time.time_ns()
         if self.ndjson:
-            self.stdout.writelines(self.ndjson.encode(events, ids, offset))
-            self.stdout.flush()
+            guard.write(lambda: self._write(self.ndjson.encode(events, ids, offset)), len(events))
         if self.otlp_json:
-            self.stdout.writelines(self.otlp_json.encode(events, ids, offset, observed))
-            self.stdout.flush()
+            guard.write(lambda: self._write(self.otlp_json.encode(events, ids, offset, observed)), len(events))
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             log_records, spans = self.frames.encode(events, ids, offset, observed,
@@ -149,6 +151,10 @@ class Pipeline:
                 logs.offer(log_records)
             if traces:
                 traces.offer(spans)
+
+    def _write(self, chunks) -> None:
+        self.stdout.writelines(chunks)
+        self.stdout.flush()
 
     def shutdown(self) -> None:
         """Flush the exporters within the deadline (in parallel), then close the channels."""

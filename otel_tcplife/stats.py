@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 class Stats:
     sessions_observed: int = 0
     kernel: Callable[[], dict[str, int]] = lambda: {"lost": 0, "untracked": 0}
+    stdout_dropped: Callable[[], int] = lambda: 0  # sessions not written to stdout after it failed
     exporters: dict[str, ExporterStats] = field(default_factory=dict)
 
     def snapshot(self) -> dict:
@@ -23,6 +24,7 @@ class Stats:
             "sessions_observed": self.sessions_observed,
             "lost_in_kernel": kernel["lost"],
             "untracked_in_kernel": kernel["untracked"],
+            "stdout_dropped": self.stdout_dropped(),
         }
         for signal, stats in self.exporters.items():
             data[signal] = stats.snapshot()
