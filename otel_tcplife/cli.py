@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import gc
 import os
+import re
 import signal
 import sys
 import time
@@ -49,9 +50,26 @@ EXAMPLES = """examples:
 """
 
 
+NEGATIVE_NUMBER = re.compile(r"^-\.?\d")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
         raise UsageError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None):
+        """Values that look like negative numbers (`-p -5`) are given to their option as
+        `-p=-5`: with -4 and -6 among the options, argparse would take them for options and say
+        "expected one argument" instead of what is wrong with the value."""
+        args = list(sys.argv[1:] if args is None else args)
+        takes_value = {option for action in self._actions if action.nargs != 0 for option in action.option_strings}
+        joined = []
+        for arg in args:
+            if joined and joined[-1] in takes_value and NEGATIVE_NUMBER.match(arg):
+                joined[-1] = f"{joined[-1]}={arg}"
+            else:
+                joined.append(arg)
+        return super().parse_args(joined, namespace)
 
 
 def pid_value(text: str) -> int:

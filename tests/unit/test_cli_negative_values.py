@@ -1,0 +1,27 @@
+"""A negative value is refused for what it is, not taken for an option (-4 and -6 are options)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "-5"], "argument -p/--pid: invalid PID '-5': expected a positive integer"),
+    (["--poll-interval", "-1"], "argument --poll-interval: invalid value '-1': expected a number >= 0"),
+    (["-4", "--stats-interval", "-.5"], "argument --stats-interval: invalid value '-.5': expected a number >= 0"),
+    (["-D", "-443"], "argument -D/--remoteport: invalid port '-443' in '-443': expected 1-65535"),
+])
+def test_a_negative_value_is_one_line_naming_the_value(args, message):
+    result = subprocess.run([sys.executable, "-m", "otel_tcplife", *args], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == f"otel-tcplife: error: {message}\n"
+
+
+def test_the_family_flags_still_work_after_an_option_with_a_value():
+    from otel_tcplife.cli import parse_config
+    config = parse_config(["-p", "5", "-4"])
+    assert (config.probe.pid, config.probe.family) == (5, 4)
