@@ -74,7 +74,7 @@ class CoreProbe:
     # -- setup -------------------------------------------------------------
 
     def start(self) -> "CoreProbe":
-        preflight.run_all()
+        self.warnings += preflight.run_all()
         self.libbpf = Libbpf(verbose=self.settings.verbose)
         path = object_path()
         modes = ("tp_btf", "tracepoint") if self.settings.attach == "auto" else (self.settings.attach,)

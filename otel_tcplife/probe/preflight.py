@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 
 from ..errors import ProbeError
@@ -11,7 +12,16 @@ from ..errors import ProbeError
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+# The capabilities the agent uses (linux/capability.h), besides root's uid 0 which it never needs:
+#   CAP_BPF              load the probe, create its maps
+#   CAP_PERFMON          attach it to tracepoints, read kernel memory in it
+#   CAP_DAC_READ_SEARCH  read tracepoint ids in tracefs, which is mode 0700
+#   CAP_SYS_PTRACE       read /proc/PID/exe of other users' processes (process.executable.name)
+#   CAP_SYS_ADMIN        only to mount tracefs where it is not mounted; also stands in for BPF and PERFMON
+CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 2, 19, 21, 38, 39
+CAPABILITY_NAMES = {CAP_DAC_READ_SEARCH: "CAP_DAC_READ_SEARCH", CAP_SYS_PTRACE: "CAP_SYS_PTRACE",
+                    CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
+GRANT = "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE"
 
 
 def effective_capabilities(status_path: str = "/proc/self/status") -> int:
@@ -22,12 +32,20 @@ def effective_capabilities(status_path: str = "/proc/self/status") -> int:
     return 0
 
 
-def check_privileges() -> None:
-    caps = effective_capabilities()
-    has = lambda cap: bool(caps & (1 << cap))  # noqa: E731
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
-        return
-    raise ProbeError("permission denied: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. sudo otel-tcplife)")
+def has_capability(cap: int) -> bool:
+    return bool(effective_capabilities() & (1 << cap))
+
+
+def check_privileges() -> list[str]:
+    """Raises when the probe cannot load; returns warnings for what works less well."""
+    if not has_capability(CAP_SYS_ADMIN):
+        missing = [CAPABILITY_NAMES[cap] for cap in (CAP_BPF, CAP_PERFMON) if not has_capability(cap)]
+        if missing:
+            raise ProbeError(f"permission denied: missing {' and '.join(missing)}: {GRANT}")
+    if not has_capability(CAP_SYS_PTRACE):
+        return ["without CAP_SYS_PTRACE, process.executable.name is the comm for processes "
+                "this user may not inspect"]
+    return []
 
 
 def check_kernel_btf() -> None:
@@ -41,20 +59,28 @@ def check_kernel_btf() -> None:
 def ensure_tracefs() -> None:
     """Classic tracepoints are found through tracefs; mount it when it is missing."""
     for path in TRACEFS_MOUNTS:
-        if os.path.isdir(os.path.join(path, "events")):
+        try:
+            os.stat(os.path.join(path, "events"))
             return
+        except PermissionError:  # mounted, but mode 0700
+            raise ProbeError(f"tracefs at {path} is not readable: missing CAP_DAC_READ_SEARCH: {GRANT}") from None
+        except OSError:
+            continue
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
     target = TRACEFS_MOUNTS[0]
     if libc.mount(b"nodev", target.encode(), b"tracefs", 0, None) != 0:
         err = ctypes.get_errno()
+        needs = "; that needs CAP_SYS_ADMIN" if err == errno.EPERM else ""
         raise ProbeError(
-            f"tracefs is not mounted and mounting it failed ({os.strerror(err)}): "
+            f"tracefs is not mounted and mounting it failed ({os.strerror(err)}{needs}): "
             f"run `mount -t tracefs nodev {target}`"
         )
 
 
-def run_all() -> None:
-    check_privileges()
+def run_all() -> list[str]:
+    """The checks, in order; returns warnings."""
+    warnings = check_privileges()
     check_kernel_btf()
     ensure_tracefs()
+    return warnings

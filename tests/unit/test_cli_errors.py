@@ -46,19 +46,19 @@ def test_without_privileges_one_line_and_exit_1():
     # uid 0 with every capability dropped: the agent must refuse, not crash.
     result = run_agent(prefix=("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
     assert result.returncode == 1
-    assert result.stderr == ("otel-tcplife: error: permission denied: run as root, or grant CAP_BPF "
-                             "and CAP_PERFMON (e.g. sudo otel-tcplife)\n")
+    assert result.stderr == ("otel-tcplife: error: permission denied: missing CAP_BPF and CAP_PERFMON: run as "
+                             "root, or grant CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE\n")
 
 
 def test_no_kernel_btf(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(preflight, "check_privileges", lambda: None)
+    monkeypatch.setattr(preflight, "check_privileges", lambda: [])
     monkeypatch.setattr(preflight, "KERNEL_BTF", str(tmp_path / "vmlinux"))
     assert cli.main([]) == 1
     assert capsys.readouterr().err.startswith("otel-tcplife: error: kernel BTF not found at ")
 
 
 def test_libbpf_missing(monkeypatch, capsys):
-    monkeypatch.setattr(preflight, "check_privileges", lambda: None)
+    monkeypatch.setattr(preflight, "check_privileges", lambda: [])
     monkeypatch.setattr(preflight, "ensure_tracefs", lambda: None)
     monkeypatch.setattr(libbpf, "LIBBPF_NAMES", ("libbpf-does-not-exist.so.9",))
     assert cli.main([]) == 1
@@ -67,7 +67,7 @@ def test_libbpf_missing(monkeypatch, capsys):
 
 
 def test_tracefs_that_cannot_be_mounted(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(preflight, "check_privileges", lambda: None)
+    monkeypatch.setattr(preflight, "check_privileges", lambda: [])
     missing = str(tmp_path / "no" / "tracing")
     monkeypatch.setattr(preflight, "TRACEFS_MOUNTS", (missing,))
     assert cli.main([]) == 1
