@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 
 from ..delivery import PermanentError, RetryableError, SendResult  # noqa: E402
-from ..otlp_config import OtlpSettings  # noqa: E402
+from ..otlp_config import OtlpSettings, system_roots  # noqa: E402
 
 RETRYABLE_CODES = frozenset({
     grpc.StatusCode.CANCELLED,
@@ -83,8 +83,11 @@ class OtlpGrpcSender:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         if settings.secure:
+            # Always explicit roots: given None, gRPC would trust its own bundled roots.pem,
+            # not the system's store the README promises.
+            roots = settings.root_certificates
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=settings.root_certificates,
+                root_certificates=roots if roots is not None else system_roots(),
                 private_key=settings.client_key,
                 certificate_chain=settings.client_certificate,
             )
