@@ -1,47 +1,113 @@
-"""The Resource every record carries, built with the SDK's Resource machinery.
+"""The Resource every record carries.
 
-Our defaults first; OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (read by
-the SDK's OTELResourceDetector) win over them.
+Our defaults first; OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, win over them. We read
+those two ourselves (resource_env), not through the SDK's detector: a bad value is one line
+and exit status 2 at start (check_resource_env), not unprefixed SDK warnings and a Resource
+silently missing attributes. Text from the system (host name, machine id) that is not UTF-8
+gets U+FFFD for each bad byte.
+
+The OpenTelemetry and protobuf modules are imported where used: checking the environment at
+start must not cost the table and NDJSON outputs their import time.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
-
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from typing import TYPE_CHECKING, Mapping
+from urllib.parse import unquote
 
 from . import __version__
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.sdk.resources import Resource
 
 SCOPE_NAME = "otel_tcplife"
 SCOPE_VERSION = __version__
 
 
+def system_text(text: str) -> str:
+    """Text from the system as valid UTF-8: each byte that is not becomes U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def machine_id(path: str = "/etc/machine-id") -> str | None:
     try:
-        with open(path) as f:
-            return f.read().strip() or None
+        with open(path, "rb") as f:
+            data = f.read(256)  # 33 bytes; bounded whatever the file is
     except OSError:
         return None
+    return data.decode("utf-8", "replace").strip() or None
 
 
-def build_resource() -> Resource:
-    defaults = {
+def _utf8(var: str, text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ keeps bytes that are not UTF-8 as surrogates
+        raise UsageError(f"{var} is not valid UTF-8") from None
+    return text
+
+
+def resource_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The attributes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set, checked.
+
+    OTEL_RESOURCE_ATTRIBUTES is `key=value,...` (W3C-baggage-like; empty entries are
+    skipped), values percent-decoded. Errors name the entry or key, never the value.
+    """
+    var = "OTEL_RESOURCE_ATTRIBUTES"
+    attributes = {}
+    for index, item in enumerate(_utf8(var, env.get(var, "")).split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UsageError(f"malformed {var}: entry {index} has no '='")
+        if not key:
+            raise UsageError(f"malformed {var}: entry {index} has an empty key")
+        try:
+            attributes[key] = unquote(value.strip(), errors="strict")
+        except UnicodeDecodeError:
+            raise UsageError(f"malformed {var}: the value of {key!r} is not UTF-8 once percent-decoded") from None
+    if service_name := _utf8("OTEL_SERVICE_NAME", env.get("OTEL_SERVICE_NAME", "")):
+        attributes["service.name"] = service_name
+    return attributes
+
+
+def check_resource_env(env: Mapping[str, str] = os.environ) -> None:
+    """Raises UsageError for what build_resource would refuse; cheap, for start-up."""
+    resource_env(env)
+
+
+def build_resource(env: Mapping[str, str] = os.environ) -> Resource:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
+    attributes = {
+        # What the SDK's Resource.create adds; its resource detectors are not run.
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
         "service.name": "otel-tcplife",
         "service.version": __version__,
         "service.instance.id": str(uuid.uuid4()),
-        "host.name": socket.gethostname(),
+        "host.name": system_text(socket.gethostname()),
         "os.type": "linux",
     }
     host_id = machine_id()
     if host_id:
-        defaults["host.id"] = host_id
-    return Resource.create(defaults).merge(OTELResourceDetector().detect())
+        attributes["host.id"] = host_id
+    attributes.update(resource_env(env))
+    return Resource(attributes)
 
 
 def any_value(value: object) -> common_pb2.AnyValue:
+    from opentelemetry.proto.common.v1 import common_pb2
+
     if isinstance(value, bool):
         return common_pb2.AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -67,6 +133,9 @@ def json_value(value: object) -> dict:
 
 
 def resource_proto(resource: Resource) -> resource_pb2.Resource:
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
     return resource_pb2.Resource(attributes=[
         common_pb2.KeyValue(key=key, value=any_value(value)) for key, value in resource.attributes.items()
     ])
@@ -77,6 +146,8 @@ def resource_json(resource: Resource) -> dict:
 
 
 def scope_proto() -> common_pb2.InstrumentationScope:
+    from opentelemetry.proto.common.v1 import common_pb2
+
     return common_pb2.InstrumentationScope(name=SCOPE_NAME, version=SCOPE_VERSION)
 
 
