@@ -17,7 +17,7 @@ from .. import abi
 from ..errors import LibbpfError, ProbeError
 from . import preflight
 from .libbpf import Libbpf
-from .ring import RingReader
+from .ring import LibbpfRingReader, RingReader, default_ring_reader
 
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
@@ -58,6 +58,7 @@ class ProbeSettings:
     poll_interval: float = 0.1
     attach: str = "auto"
     verbose: bool = False
+    ring_reader: str = "auto"  # auto, mmap or libbpf; auto: mmap on x86-64, else libbpf (see probe.ring)
 
 
 class CoreProbe:
@@ -68,7 +69,7 @@ class CoreProbe:
         self.attach_mode = ""
         self.warnings: list[str] = []
         self._stack = ExitStack()
-        self._ring: RingReader | None = None
+        self._ring: RingReader | LibbpfRingReader | None = None
         self._counters_fd = -1
 
     # -- setup -------------------------------------------------------------
@@ -115,10 +116,16 @@ class CoreProbe:
 
         self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
         events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))
-        try:
-            self._ring = RingReader(events_fd, self.settings.ring_buffer_bytes)
-        except OSError as exc:
-            raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
+        reader = self.settings.ring_reader
+        if reader == "auto":
+            reader = default_ring_reader()
+        if reader == "libbpf":
+            self._ring = LibbpfRingReader(lib, events_fd)
+        else:
+            try:
+                self._ring = RingReader(events_fd, self.settings.ring_buffer_bytes)
+            except OSError as exc:
+                raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
         self._stack.callback(self._ring.close)
 
     def _attach(self, obj: int, name: str) -> None:

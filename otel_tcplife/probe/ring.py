@@ -13,12 +13,23 @@ The positions are shared with the kernel, which reads and writes them while
 we do: each is read and written with ONE aligned 8-byte access (shared_u64),
 never through struct (struct.pack_into zeroes the field, then writes it byte
 by byte: a producer reading it meanwhile sees the ring full and drops the
-session; at 5,000 connections/s that lost about one session in 100,000).
+session).
+
+The kernel's side of the protocol pairs the producer position with a
+store-release and the consumer position with a load-acquire; the reader must
+load the producer position with acquire and store its own with release. On
+x86 every aligned load is an acquire and every store a release (TSO), so plain
+accesses are right there, and only there: RingReader is for x86-64.
+LibbpfRingReader reads the same records through libbpf's ring_buffer__consume,
+which uses the barriers of whatever CPU it runs on, at the cost of a call per
+record; the probe uses it on every other architecture.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
+import platform
 import select
 import struct
 
@@ -32,6 +43,11 @@ RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
 RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
                        + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
 MAX_BATCH_RECORDS = 4096  # per read: bounds memory (~0.4 MB of records, ~2 MB of NDJSON) and latency
+TSO_MACHINES = ("x86_64", "amd64")  # where plain aligned accesses are acquire/release
+
+
+def default_ring_reader(machine: str | None = None) -> str:
+    return "mmap" if (machine or platform.machine()) in TSO_MACHINES else "libbpf"
 
 
 def shared_u64(buffer) -> memoryview:
@@ -119,3 +135,42 @@ class RingReader:
         self._epoll.close()
         self._consumer.close()
         self._producer.close()
+
+
+SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+STOP_BATCH = -1  # returned by the sample callback once a batch is full: libbpf stops there
+
+
+class LibbpfRingReader:
+    """RingReader's reads through libbpf's ring_buffer__consume (see the module docstring)."""
+
+    def __init__(self, libbpf, map_fd: int) -> None:
+        self._lib = libbpf.lib
+        self._events: list[tuple] = []
+        self._callback = SAMPLE_FN(self._sample)  # referenced for as long as libbpf may call it
+        self._rb = libbpf.check_ptr("opening ring buffer", self._lib.ring_buffer__new(map_fd, self._callback, None, None))
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)  # as RingReader's
+        self._behind = False
+
+    def _sample(self, _ctx: int, data: int, size: int) -> int:
+        if size != abi.EVENT.size:
+            raise ValueError(f"ring buffer record of {size} bytes, expected {abi.EVENT.size}")
+        self._events.append(abi.EVENT.unpack(ctypes.string_at(data, size)))
+        return STOP_BATCH if len(self._events) >= MAX_BATCH_RECORDS else 0
+
+    def read(self, timeout: float) -> list[tuple]:
+        """As RingReader.read."""
+        if timeout > 0 and not self._behind:
+            try:
+                self._epoll.poll(timeout)
+            except InterruptedError:
+                pass
+        self._lib.ring_buffer__consume(self._rb)  # the record that stopped a full batch is consumed too
+        events, self._events = self._events, []
+        self._behind = len(events) >= MAX_BATCH_RECORDS
+        return events
+
+    def close(self) -> None:
+        self._lib.ring_buffer__free(self._rb)
+        self._epoll.close()
