@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
 import re
 import signal
@@ -12,7 +10,7 @@ import sys
 import time
 from typing import NoReturn, Sequence
 
-from . import __version__
+from . import __version__, interpreter
 from .abi import MAX_PORTS
 from .config import (
     FORMATS,
@@ -33,8 +31,6 @@ from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
 
 PROG = "otel-tcplife"
-# glibc mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 
 EXAMPLES = """examples:
     otel-tcplife           # trace all TCP connect()s and accept()s
@@ -311,11 +307,7 @@ def run(config: Config) -> int:
             pipeline.stats.kernel = lambda: losses.reported
             next_stats = time.monotonic() + config.stats_interval
             pipeline.start()
-            # Each session makes a few short-lived tuples that reference counting
-            # frees; frequent cyclic collections would only rescan the long-lived
-            # objects. Collect rarely, and never rescan what start-up built.
-            gc.freeze()
-            gc.set_threshold(50_000, 50, 100)
+            interpreter.tune_collector()
             while not stopper.stopped:
                 records = probe.read()
                 if records:
@@ -336,34 +328,8 @@ def run(config: Config) -> int:
     return 0
 
 
-def tune_malloc(arenas: int = 2, mmap_bytes: int = 128 * 1024, keep_bytes: int = 4 * 1024 * 1024) -> None:
-    """Keep glibc malloc from holding on to freed memory, without paying page faults for every
-    batch. Must run before any thread starts; a no-op off glibc.
-    - Arenas: glibc gives each thread that allocates its own arena (up to 8 per core) and keeps
-      what is freed there: with the exporter and gRPC threads that was ~10 MB more resident memory
-      at 5,000 connections/s. Two are plenty for threads that mostly wait for the GIL.
-    - Blocks of mmap_bytes or more (OTLP requests and gRPC's copies of them, up to a few MB each)
-      come from mmap and go back at free. By default glibc raises its mmap threshold after each
-      such free, so these blocks end up in the heap, fragmenting it: OTLP at 5,000 connections/s
-      went from 85 to 75 MB resident with this (`bench/run.py --rate 5000 --modes otlp
-      --agent-defaults`, steady RSS). The price is page faults on every fresh block, so the hot
-      paths keep their per-batch buffers under mmap_bytes (ring.RingReader, ndjson.CHUNK_LINES,
-      otlp_json.CHUNK_RECORDS).
-    - Up to keep_bytes free at the top of the heap stay mapped: a batch's buffers are freed and
-      allocated again ten times a second, and trimming them each time cost NDJSON ~1,600 page
-      faults a second at 5,000 connections/s, 0.5 us of kernel time per session.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_ARENA_MAX, arenas)
-    mallopt(M_MMAP_THRESHOLD, mmap_bytes)  # also turns the threshold's adjustment off
-    mallopt(M_TRIM_THRESHOLD, keep_bytes)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_malloc()
+    interpreter.tune_malloc()
     try:
         return run(parse_config(argv))
     except TcplifeError as exc:

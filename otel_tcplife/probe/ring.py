@@ -67,7 +67,7 @@ class RingReader:
         self._consumer_pos = shared_u64(self._consumer)
         self._producer_pos = shared_u64(self._producer)
         # Records are parsed in place, not copied out: a copy of a large batch is a fresh mmap-ed
-        # block (cli.tune_malloc), whose page faults cost more than the copy.
+        # block (interpreter.tune_malloc), whose page faults cost more than the copy.
         self._pages = memoryview(self._producer)
         # Edge-triggered: a wait ends at the kernel's next wakeup (or the timeout), even with
         # records already waiting; level-triggered, it would end at once whenever any are.
