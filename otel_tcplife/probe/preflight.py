@@ -21,7 +21,9 @@ TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 2, 19, 21, 38, 39
 CAPABILITY_NAMES = {CAP_DAC_READ_SEARCH: "CAP_DAC_READ_SEARCH", CAP_SYS_PTRACE: "CAP_SYS_PTRACE",
                     CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
-GRANT = "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE"
+# What deploy/ grants (systemd unit, DaemonSet, Containerfile): tests check them against this list.
+CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE")
+GRANT = f"run as root, or grant {', '.join(CAPABILITIES[:-1])} and {CAPABILITIES[-1]}"
 
 
 def effective_capabilities(status_path: str = "/proc/self/status") -> int:
