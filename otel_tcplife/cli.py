@@ -28,6 +28,7 @@ from .output.table import TableStyle
 from .pipeline import Pipeline
 from .probe import ATTACH_MODES, CoreProbe, ProbeSettings
 from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
+from .resource import check_resource_env
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
 
 PROG = "otel-tcplife"
@@ -227,6 +228,8 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         settings = resolve_otlp(flags, signal_name)
         if settings is not None:
             otlp[signal_name] = settings
+    if otlp or args.format in ("otlp-json", "otlp-json-traces"):
+        check_resource_env()  # the Resource's variables: refused here, before anything starts
     delivery = DeliverySettings(
         queue_size=args.queue_size, batch_size=args.batch_size, flush_interval=args.flush_interval,
         max_in_flight=args.max_in_flight, retry_max_elapsed=args.retry_max_elapsed,
@@ -297,6 +300,8 @@ def run(config: Config) -> int:
         with CoreProbe(config.probe) as probe:
             for message in probe.warnings:
                 warn(message)
+            for message in dict.fromkeys(w for s in config.otlp.values() for w in s.warnings):
+                warn(message)  # once, though each signal's settings carry it
             if config.probe.verbose or config.format != "table":
                 # The classic table stays quiet; a shipper says once what it does.
                 exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
