@@ -69,7 +69,6 @@ import argparse
 import json
 import os
 import platform
-import select
 import shutil
 import subprocess
 import sys
@@ -78,15 +77,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (EXIT_MARGIN_S, READY_LINE, READY_TIMEOUT_S, sink_counts, stop_agent,  # noqa: E402
-                 stop_process, wait_ready)
+from measure import (BENCH, DEFAULT_AGENT, EXIT_MARGIN_S, READY_LINE, SINK, Agent, Sink,  # noqa: E402
+                     StderrLines, stop_process)
 from storm import add_storm_arguments, free_port  # noqa: E402
 
-BENCH = Path(__file__).resolve().parent
-DEFAULT_AGENT = BENCH.parent / ".venv" / "bin" / "otel-tcplife"
-SINK = BENCH / "otlp_sink.py"
 STORM = BENCH / "storm.py"
-SINK_TIMEOUT_S = 60.0
 RING_BUFFER_BYTES = 128 * 1024 * 1024
 SHUTDOWN_TIMEOUT_S = 300.0
 POLL_S = 0.05
@@ -107,62 +102,6 @@ def dir_bytes(path: str) -> int:
             except FileNotFoundError:  # deleted meanwhile
                 pass
     return total
-
-
-class ControlledSink:
-    """bench/otlp_sink.py --control in its own process: stats, stop, start (same port), final counts."""
-
-    def __init__(self, port_filter: int, stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with stderr_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(SINK), "--port-filter", str(port_filter), "--track-ids", "--control"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
-        line = self._line(READY_TIMEOUT_S)
-        if not line.strip().isdigit():
-            stop_process(self.proc)
-            raise RuntimeError(f"otlp sink did not start: {line!r} {self._stderr()}")
-        self.port = int(line)
-
-    def _stderr(self) -> str:
-        return self.stderr_path.read_text()[-2000:]
-
-    def _line(self, timeout: float) -> bytes:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline() if ready else b""
-
-    def command(self, text: str) -> dict:
-        self.proc.stdin.write(text.encode() + b"\n")
-        self.proc.stdin.flush()
-        line = self._line(SINK_TIMEOUT_S)
-        if not line.startswith(b"{"):
-            raise RuntimeError(f"otlp sink: no answer to {text!r}: {line!r} {self._stderr()}")
-        answer = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"otlp sink: {text}: {answer['error']}")
-        return answer
-
-    def finish(self) -> dict:
-        return sink_counts(self.proc, lambda _err: self._stderr())
-
-
-class AgentLog:
-    """The agent's stderr file, read as it grows: stats lines (JSON) and other lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read(self) -> list[bytes]:
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
-        return lines
 
 
 def fmt_mb(n: float) -> str:
@@ -260,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> int:
     sink = agent = storm = None
     try:
-        sink = ControlledSink(port, workdir / "sink.err")
+        sink = Sink(port, workdir / "sink.err", "--track-ids", "--control")
         agent_args = ["--format", "none", "--otlp-endpoint", f"http://127.0.0.1:{sink.port}",
                       "--spool-dir", spool_dir, "--stats-interval", "1",
                       "--ring-buffer-size", str(args.ring_buffer_size),
@@ -272,12 +211,8 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
         print(f"agent: {args.agent} {' '.join(agent_args)}")
         print(f"sink: {SINK.name} --port-filter {port} --track-ids --control (port {sink.port})", flush=True)
         err_path = workdir / "agent.err"
-        with err_path.open("w") as err:
-            started = time.monotonic()
-            agent = subprocess.Popen([str(args.agent), *agent_args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=err)
-        wait_ready(agent, started, err_path, err_path)
-        log = AgentLog(err_path)
+        agent = Agent([str(args.agent), *agent_args], err_path)
+        log = StderrLines(err_path)
 
         storm_cmd = [sys.executable, str(STORM), "--seconds", f"{args.seconds:g}", "--rate", f"{args.rate:g}",
                      "--port", str(port), "--workers", str(args.workers), "--servers", str(args.servers),
@@ -322,8 +257,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
                     peak["disk"] = (size, t)
             # The agent's stderr.
             new_samples = False
-            for line in log.read():
-                text = line.decode(errors="replace")
+            for text in log.read():
                 if text.startswith("{"):
                     try:
                         stats = json.loads(text)
@@ -342,7 +276,7 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
                             stats[k]["spool_records"] == 0 or stats[k]["spool_oldest_age_s"] < t - t_restart
                             for k, _ in SIGNALS):
                         t_backlog = t
-                elif text.strip() and not line.startswith(READY_LINE):
+                elif not text.startswith(READY_LINE):
                     notes.append((t, text))
             if new_samples or t >= next_sink:
                 next_sink = t + SINK_POLL_S
@@ -365,8 +299,8 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
                     lg.get("retries", 0) + tr.get("retries", 0), lg.get("dropped", 0) + tr.get("dropped", 0),
                     stats.get("sessions_observed", "-"),
                 ]), flush=True)
-            if agent.poll() is not None:
-                raise RuntimeError(f"agent exited early with {agent.returncode}: {err_path.read_text()[-2000:]}")
+            if agent.proc.poll() is not None:
+                raise RuntimeError(f"agent exited early with {agent.proc.returncode}: {agent.stderr_tail()}")
             # The storm's end, then the drain.
             if storm_result is None and storm.poll() is not None:
                 t_storm_end = now()
@@ -395,32 +329,30 @@ def run(args: argparse.Namespace, port: int, workdir: Path, spool_dir: str) -> i
             time.sleep(POLL_S)
 
         # The agent's exit: it flushes what is left and prints its summary.
-        exit_s, agent_cpu, max_rss_mb = stop_agent(agent, args.shutdown_timeout + EXIT_MARGIN_S)
-        stderr_rest = log.read() + ([log.partial] if log.partial else [])
+        exit_s, agent_cpu = agent.stop(args.shutdown_timeout + EXIT_MARGIN_S)
         summary = None
-        for line in stderr_rest:
-            text = line.decode(errors="replace")
+        for text in log.read(final=True):
             if text.startswith("{"):
                 summary = json.loads(text)
-            elif text.strip():
+            else:
                 notes.append((now(), text))
-        if agent.returncode != 0 or summary is None:
-            raise RuntimeError(f"agent exited with {agent.returncode}: {err_path.read_text()[-2000:]}")
+        if agent.proc.returncode != 0 or summary is None:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}: {agent.stderr_tail()}")
         # Each signal's directory keeps its (empty) lock file: one agent per spool.
         leftover = sorted(str(p.relative_to(spool_dir)) for p in Path(spool_dir).rglob("*")
                           if p.is_file() and p.name != "lock")
-        sink_final = sink.finish()
+        sink_final = sink.stop()
     finally:
-        for proc in (storm, agent):
-            stop_process(proc)  # only on failure: our own children, by their handle
-        if sink is not None:
-            stop_process(sink.proc)
+        stop_process(storm)  # only on failure: our own children, by their handle
+        for proc in (agent, sink):
+            if proc is not None:
+                proc.kill()
 
     report(args, storm_result, summary, sink_final, peak, notes, leftover,
            dict(t_stop=t_stop, t_restart=t_restart, t_storm_end=t_storm_end, t_spool_empty=t_spool_empty,
                 t_delivered=t_delivered, t_backlog=t_backlog, first_logs=first_delivery.get("logs"),
                 first_spans=first_delivery.get("spans")),
-           agent_cpu.cpu_s, max_rss_mb, exit_s)
+           agent_cpu.cpu_s, agent.peak_rss_mb, exit_s)
     return 0
 
 

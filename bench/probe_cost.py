@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import stop_process  # noqa: E402
+from measure import Bracket, stop_process  # noqa: E402
 from storm import add_storm_arguments, free_port, run_storm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_storm(**{**storm_args, "seconds": 2.0})  # warm-up
         for round_no in range(1, args.rounds + 1):
-            before = run_storm(**storm_args)["conn_per_s"]
+            bracket = Bracket(lambda: run_storm(**storm_args)["conn_per_s"])
             for accept in variants:
                 traced, stats = probe_only_storm(storm_args, accept)
-                after = run_storm(**storm_args)["conn_per_s"]
-                untraced = (before + after) / 2
+                baseline = bracket.baseline()
+                untraced = baseline.conn_per_s
                 sessions = traced["sessions"]
                 total_ns = sum(ns for _, ns in stats.values())
                 ratios[accept].append(traced["conn_per_s"] / untraced)
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 machine = total_ns / 1e9 / (traced["duration_s"] * len(os.sched_getaffinity(0))) * 100
                 print(f"{round_no:>5} {variant_name(accept):>9} {untraced:>15.0f} {traced['conn_per_s']:>12.0f} "
                       f"{ratios[accept][-1]:>6.3f} {sessions:>9}  {programs}; {per_session[accept][-1]:.2f} µs; "
-                      f"{machine:.1f}% (untraced {before:.0f} before, {after:.0f} after)", flush=True)
-                before = after
+                      f"{machine:.1f}% ({baseline})", flush=True)
                 time.sleep(0.5)
     finally:
         STATS_SYSCTL.write_text(stats_before)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DEFAULT_AGENT, Sink, build_modes, stop_agent, stop_process, wait_ready  # noqa: E402
+from measure import DEFAULT_AGENT, Agent, Sink, agent_modes  # noqa: E402
 from storm import free_port, run_storm  # noqa: E402
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -97,33 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds < 4:
         parser.error("--seconds must be at least 4")
     port = free_port()
-    mode = build_modes(argparse.Namespace(agent_defaults=True))[args.mode]
-    sink = Sink(port) if mode.sink else None
-    agent_args = list(mode.agent_args) + (["--otlp-endpoint", f"http://127.0.0.1:{sink.port}"] if sink else [])
-    if "--summary" in agent_args:
-        agent_args.append("--verbose")  # table: so that it says on stderr when it is ready
+    mode = agent_modes()[args.mode]
     with tempfile.TemporaryDirectory(prefix="otel-tcplife-profile-") as workdir:
-        err_path, raw = Path(workdir) / "agent.err", Path(workdir) / "profile.raw"
-        with err_path.open("wb") as err:
-            started = time.monotonic()
-            agent = subprocess.Popen([*shlex.split(args.agent_cmd), *agent_args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=err)
-        spy = None
+        raw = Path(workdir) / "profile.raw"
+        sink = Sink(port, Path(workdir) / "sink.err") if mode.sink else None
+        agent_args = list(mode.agent_args) + (["--otlp-endpoint", f"http://127.0.0.1:{sink.port}"] if sink else [])
+        if mode.ready_on_stdout:
+            agent_args.append("--verbose")  # table: so that it says on stderr when it is ready
+        agent = spy = None
         try:
-            wait_ready(agent, started, err_path, err_path)
+            agent = Agent([*shlex.split(args.agent_cmd), *agent_args], Path(workdir) / "agent.err")
             storm: dict = {}
             runner = threading.Thread(target=lambda: storm.update(run_storm(
                 seconds=args.seconds, port=port, rate=args.rate)))
             runner.start()
             time.sleep(1)
-            spy = subprocess.run([str(PY_SPY), "record", "--pid", str(agent.pid), "--duration",
+            spy = subprocess.run([str(PY_SPY), "record", "--pid", str(agent.proc.pid), "--duration",
                                   str(int(args.seconds - 2)), "--rate", str(args.hz), "--format", "raw",
                                   "--output", str(raw), "--gil", "--nonblocking"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             runner.join()
-            stop_agent(agent, 60)
+            agent.stop(60)
         finally:
-            stop_process(agent)
+            if agent is not None:
+                agent.kill()
             if sink:
                 sink.stop()
         if spy is None or spy.returncode != 0 or not raw.exists():

@@ -100,31 +100,22 @@ import argparse
 import json
 import os
 import platform
-import select
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import outage  # noqa: E402
+import soak  # noqa: E402
+from measure import (AGENT_SHUTDOWN_TIMEOUT_S, DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE,  # noqa: E402
+                     RSS_TARGET_MB, Agent, Baseline, Bracket, Mode, Sink, agent_modes)
 from storm import add_storm_arguments, free_port, run_storm  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_AGENT = REPO_ROOT / ".venv" / "bin" / "otel-tcplife"
-SINK = Path(__file__).resolve().parent / "otlp_sink.py"
-READY_TIMEOUT_S = 60.0
-EXIT_MARGIN_S = 60.0  # on top of the agent's --shutdown-timeout
-SINK_EXIT_TIMEOUT_S = 60.0
-READY_LINE = b"otel-tcplife: tracing via"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RING_BUFFER_BYTES = 128 * 1024 * 1024
 QUEUE_SIZE = 4_000_000
 SHUTDOWN_TIMEOUT_S = 300.0
@@ -200,104 +191,9 @@ def count_otlp_json_rows(output: Path, port: int) -> tuple[int, int, int]:
     return storm, other, bad
 
 
-@dataclass(frozen=True)
-class Mode:
-    """One way of running the agent: its flags, its ready signal, and where its sessions are counted."""
-    name: str
-    agent_args: tuple[str, ...]
-    ready_on_stdout: bool  # table: the header line; the others: READY_LINE on stderr
-    count_rows: Callable[[Path, int], tuple[int, int, int]] | None = None  # stdout modes
-    sink: bool = False  # otlp: export to bench/otlp_sink.py, count there
-
-
-def build_modes(args: argparse.Namespace) -> dict[str, Mode]:
-    common: tuple[str, ...] = ()
-    otlp: tuple[str, ...] = ()
-    if not args.agent_defaults:
-        common = ("--ring-buffer-size", str(args.ring_buffer_size))
-        otlp = ("--queue-size", str(args.queue_size), "--shutdown-timeout", f"{args.shutdown_timeout:g}")
-    return {
-        "table": Mode("table", ("--summary", *common), True, count_table_rows),
-        "ndjson": Mode("ndjson", ("--format", "ndjson", *common), False, count_ndjson_rows),
-        "otlp-json": Mode("otlp-json", ("--format", "otlp-json", *common), False, count_otlp_json_rows),
-        # + --otlp-endpoint, once the sink is up
-        "otlp": Mode("otlp", ("--format", "none", *common, *otlp), False, sink=True),
-    }
-
-
-MODE_NAMES = ("table", "ndjson", "otlp-json", "otlp")
-
-
-class CpuUsage(NamedTuple):
-    cpu_s: float  # user + sys
-    sys_s: float  # in the kernel: syscalls and page faults
-    minor_faults: int  # a fresh page touched (the kernel zeroes and maps it)
-
-    def since(self, earlier: "CpuUsage") -> "CpuUsage":
-        return CpuUsage(*(now - then for now, then in zip(self, earlier)))
-
-
-def process_cpu(pid: int) -> CpuUsage:
-    """CPU and minor faults of a live process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ", comm may hold spaces
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of proc(5)
-    return CpuUsage(user + system, system, int(fields[7]))  # minflt: field 10
-
-
-def vm_status_mb(pid: int) -> tuple[float, float] | None:
-    """(VmRSS, VmHWM) of a live process in MB (MiB), from /proc/PID/status; None once it is gone (or a
-    zombie, which has neither line). VmHWM, the peak RSS, rather than the child's ru_maxrss: that one
-    also counts the memory of this (the forking) process before exec, so it would show the bench's own
-    peak, not the agent's, once this process has grown (e.g. parsing a large output)."""
-    rss = hwm = None
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    rss = int(line.split()[1]) / 1024  # kB
-                elif line.startswith(b"VmHWM:"):
-                    hwm = int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None if rss is None or hwm is None else (rss, hwm)
-
-
-def wait_ready(proc: subprocess.Popen, started: float, ready_path: Path, err_path: Path,
-               on_stdout: bool = False) -> float:
-    """Until the agent started at `started` (time.monotonic()) is ready: on_stdout, a first line in
-    ready_path (the table's header); else READY_LINE there. Returns the start-up seconds;
-    RuntimeError if it exits first or is not ready READY_TIMEOUT_S after its start."""
-    while True:
-        head = ready_path.read_bytes()[:65536]
-        if (b"\n" in head) if on_stdout else (READY_LINE in head):
-            return time.monotonic() - started
-        if proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()[-2000:]}")
-        if time.monotonic() - started > READY_TIMEOUT_S:
-            raise RuntimeError(f"agent not ready after {READY_TIMEOUT_S:.0f} s")
-        time.sleep(0.01)
-
-
-def stop_agent(proc: subprocess.Popen, timeout: float, peak_rss_mb: float = 0.0) -> tuple[float, CpuUsage, float]:
-    """SIGINT (the agent drains its ring buffer, flushes, prints its stats), then wait for it to exit,
-    reading VmHWM until it is a zombie. Returns (seconds to exit, CPU of its whole life, peak RSS MB);
-    sets proc.returncode. RuntimeError if it takes longer than timeout."""
-    proc.send_signal(signal.SIGINT)
-    stopped_at = time.monotonic()
-    while True:
-        memory = vm_status_mb(proc.pid)
-        if memory is not None:
-            peak_rss_mb = max(peak_rss_mb, memory[1])
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() - stopped_at > timeout:
-            raise RuntimeError(f"agent did not exit within {timeout:.0f} s of SIGINT")
-        time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
-    cpu = CpuUsage(usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_minflt)
-    return time.monotonic() - stopped_at, cpu, peak_rss_mb
+# Where each stdout mode's sessions are counted, after the run: (storm rows, other rows, bad lines).
+COUNT_ROWS: dict[str, Callable[[Path, int], tuple[int, int, int]]] = {
+    "table": count_table_rows, "ndjson": count_ndjson_rows, "otlp-json": count_otlp_json_rows}
 
 
 def read_summary(stderr_text: str) -> dict:
@@ -310,97 +206,51 @@ def read_summary(stderr_text: str) -> dict:
     raise RuntimeError(f"agent printed no stats line; stderr:\n{stderr_text[-2000:]}")
 
 
-def stop_process(proc: subprocess.Popen | None) -> None:
-    """Kill one of our own children, by its handle, if it is still running."""
-    if proc is not None and proc.returncode is None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-class Sink:
-    """bench/otlp_sink.py in its own process: started, asked for its port, stopped, read."""
-
-    def __init__(self, port_filter: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(SINK), "--port-filter", str(port_filter)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line.strip().isdigit():
-            stop_process(self.proc)
-            raise RuntimeError(f"otlp sink did not start: {line!r} {self.proc.stderr.read().decode()[-2000:]}")
-        self.port = int(line)
-
-    def stop(self) -> dict:
-        return sink_counts(self.proc, lambda err: err.decode()[-2000:])
-
-
-def sink_counts(proc: subprocess.Popen, stderr_text: Callable[[bytes | None], str]) -> dict:
-    """SIGTERM otlp_sink.py, wait for it, return its final JSON line (stderr_text(err) for errors)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=SINK_EXIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        stop_process(proc)
-        raise RuntimeError(f"otlp sink did not exit within {SINK_EXIT_TIMEOUT_S:.0f} s") from None
-    lines = out.decode().strip().splitlines()
-    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-        raise RuntimeError(f"otlp sink exited with {proc.returncode}: {stderr_text(err)}")
-    return json.loads(lines[-1])
-
-
-def traced_storm(agent: Path, mode: Mode, storm_args: dict, workdir: Path, exit_timeout: float) -> dict:
+def traced_storm(agent_path: Path, mode: Mode, storm_args: dict, workdir: Path, exit_timeout: float) -> dict:
     """Start the agent (and sink), wait until it is ready, run the storm, stop it, collect counts."""
     out_path, err_path = workdir / f"{mode.name}.out", workdir / f"{mode.name}.err"
-    sink = Sink(storm_args["port"]) if mode.sink else None
+    sink = Sink(storm_args["port"], workdir / "sink.err") if mode.sink else None
     agent_args = list(mode.agent_args)
     if sink:
         agent_args += ["--otlp-endpoint", f"http://127.0.0.1:{sink.port}"]
-    proc = None
+    agent = None
     try:
-        with out_path.open("w") as out, err_path.open("w") as err:
-            started = time.monotonic()
-            proc = subprocess.Popen([str(agent), *agent_args], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        startup_s = wait_ready(proc, started, out_path if mode.ready_on_stdout else err_path, err_path,
-                               mode.ready_on_stdout)
-        cpu_at_ready = process_cpu(proc.pid)
-        rss_at_ready, peak_rss = vm_status_mb(proc.pid) or (None, 0.0)
+        agent = Agent([str(agent_path), *agent_args], err_path, out_path, mode.ready_on_stdout)
         rss_samples: list[float] = []
 
         def sample_rss(_elapsed: float) -> None:
-            nonlocal peak_rss
-            status = vm_status_mb(proc.pid)
-            if status is not None:
-                rss_samples.append(status[0])
-                peak_rss = max(peak_rss, status[1])
+            rss = agent.rss_mb()
+            if rss is not None:
+                rss_samples.append(rss)
 
         # every session is closed when this returns; RSS sampled about every second meanwhile
         storm = run_storm(**storm_args, tick=sample_rss, tick_seconds=RSS_SAMPLE_S)
 
-        exit_s, agent_cpu, peak_rss = stop_agent(proc, exit_timeout, peak_rss)
-        agent_cpu = agent_cpu.since(cpu_at_ready)
-        if proc.returncode != 0:
-            raise RuntimeError(f"agent exited with {proc.returncode}: {err_path.read_text().strip()}")
+        exit_s, agent_cpu = agent.stop(exit_timeout)
+        agent_cpu = agent_cpu.since(agent.cpu_at_ready)
+        if agent.proc.returncode != 0:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}: {err_path.read_text().strip()}")
         sink_counts = sink.stop() if sink else None
     finally:
-        if proc is not None:
-            stop_process(proc)  # only on failure: our own child, by its handle
+        if agent is not None:
+            agent.kill()  # only on failure
         if sink:
-            stop_process(sink.proc)
+            sink.kill()
 
     stderr_text = err_path.read_text()
     summary = read_summary(stderr_text)
     notes = [line for line in stderr_text.splitlines()
-             if line.strip() and not line.startswith("{") and not line.startswith(READY_LINE.decode())]
-    if mode.count_rows:
-        storm_rows, other_rows, bad_rows = mode.count_rows(out_path, storm_args["port"])
+             if line.strip() and not line.startswith("{") and not line.startswith(READY_LINE)]
+    if mode.name in COUNT_ROWS:
+        storm_rows, other_rows, bad_rows = COUNT_ROWS[mode.name](out_path, storm_args["port"])
     else:
         storm_rows = other_rows = bad_rows = None
     out_path.unlink()
     err_path.unlink()
     return {"storm": storm, "summary": summary, "reported": storm_rows, "other": other_rows, "bad": bad_rows,
             "sink": sink_counts, "agent_cpu": agent_cpu,
-            "exit_s": exit_s, "max_rss_mb": peak_rss, "startup_s": startup_s,
-            "rss_at_ready_mb": rss_at_ready, "rss_samples": rss_samples,
+            "exit_s": exit_s, "max_rss_mb": agent.peak_rss_mb, "startup_s": agent.startup_s,
+            "rss_at_ready_mb": agent.rss_at_ready_mb, "rss_samples": rss_samples,
             "steady_rss_mb": statistics.median(rss_samples) if rss_samples else None, "stderr": notes}
 
 
@@ -468,16 +318,15 @@ def lost_total(traced: dict) -> int:
             + max(0, traced["storm"]["sessions"] - delivered))
 
 
-def row_values(mode: str, round_label: str, untraced: dict | None, traced: dict) -> list:
-    """One table row; untraced None: no baseline in this run (the paced runs of --targets)."""
+def row_values(mode: str, round_label: str, untraced: float | None, traced: dict) -> list:
+    """One table row; untraced: the baseline conn/s, None for none (the paced runs of --targets)."""
     storm, summary, cpu = traced["storm"], traced["summary"], traced["agent_cpu"]
     observed = summary["sessions_observed"]
     delivered, other = delivered_counts(traced)
     dropped = exporter_dropped(summary)
-    base = untraced["conn_per_s"] if untraced else None
     return [
         mode, round_label,
-        base, storm["conn_per_s"], storm["conn_per_s"] / base if base else None,
+        untraced, storm["conn_per_s"], storm["conn_per_s"] / untraced if untraced else None,
         storm["sessions"], observed, traced["reported"], other, delivered,
         summary["lost_in_kernel"], summary["untracked_in_kernel"], dropped, lost_total(traced),
         cpu.cpu_s, 100 * cpu.cpu_s / (storm["duration_s"] + traced["exit_s"]),
@@ -548,14 +397,13 @@ PACED_MODES = ("ndjson", "otlp")  # --targets: agent CPU per session at a fixed 
 RATIO_TARGETS = {"table": 0.90, "ndjson": 0.90, "otlp-json": 0.80, "otlp": 0.80}  # traced/untraced, at least
 CPU_TARGETS_US = {"ndjson": 5.0, "otlp": 15.0}  # agent CPU per session observed, at most
 STARTUP_TARGET_S = 0.5  # Popen -> ready, below
-RSS_TARGET_MB = 60.0  # steady RSS, below
 
 
 def fmt_or_dash(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str, list[dict]],
+def targets_table(max_rate: dict[str, list[tuple[float, dict]]], paced: dict[str, list[dict]],
                   rate: float) -> list[str]:
     """The issue's targets, one line per target per mode: (untraced, traced) pairs of the max-rate rounds
     and the paced runs (one a round). lost: the worst round; the other figures: the median over rounds."""
@@ -577,11 +425,11 @@ def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str,
             f"{summary['lost_in_kernel']}, exporters dropped {'-' if dropped is None else dropped}; "
             f"{storm['conn_per_s']:.0f} conn/s for {storm['duration_s']:.1f} s")
     for name, runs in max_rate.items():
-        ratio = statistics.median(t["storm"]["conn_per_s"] / u["conn_per_s"] for u, t in runs)
+        ratio = statistics.median(t["storm"]["conn_per_s"] / u for u, t in runs)
         goal = RATIO_TARGETS[name]
         add("traced/untraced rate", name, f"{ratio:.3f}", f">= {goal:.2f}", ratio >= goal,
             f"traced {statistics.median(t['storm']['conn_per_s'] for _, t in runs):.0f} / untraced "
-            f"{statistics.median(u['conn_per_s'] for u, _ in runs):.0f} conn/s")
+            f"{statistics.median(u for u, _ in runs):.0f} conn/s")
     for name, paced_runs in paced.items():
         per_run = [t["agent_cpu"].cpu_s / t["summary"]["sessions_observed"] * 1e6
                    for t in paced_runs if t["summary"]["sessions_observed"]]
@@ -617,11 +465,9 @@ def targets_table(max_rate: dict[str, list[tuple[dict, dict]]], paced: dict[str,
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--outage" in argv:  # another benchmark, with its own options
-        from outage import main as outage_main
-        return outage_main([a for a in argv if a != "--outage"])
+        return outage.main([a for a in argv if a != "--outage"])
     if "--soak" in argv:  # another benchmark, with its own options
-        from soak import main as soak_main
-        return soak_main([a for a in argv if a != "--soak"])
+        return soak.main([a for a in argv if a != "--soak"])
     parser = argparse.ArgumentParser(description="Connection rate with and without otel-tcplife, per output mode.")
     parser.add_argument("--outage", action="store_true",
                         help="run bench/outage.py instead, with the options that follow (see --outage -h)")
@@ -673,14 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(args.agent, os.X_OK):
         print(f"bench: error: agent {args.agent} is not executable (run `make setup`)", file=sys.stderr)
         return 1
-    all_modes = build_modes(args)
+    all_modes = (agent_modes() if args.agent_defaults
+                 else agent_modes(args.ring_buffer_size, args.queue_size, args.shutdown_timeout))
     names = [n.strip() for n in args.modes.split(",") if n.strip()]
     unknown = [n for n in names if n not in all_modes]
     if unknown or not names:
         parser.error(f"--modes: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(MODE_NAMES)}")
     modes = [all_modes[n] for n in names]
     # The agent gets its own deadline; we give it a margin on top (stdout modes default to 5 s).
-    exit_timeout = (5.0 if args.agent_defaults else args.shutdown_timeout) + EXIT_MARGIN_S
+    exit_timeout = (AGENT_SHUTDOWN_TIMEOUT_S if args.agent_defaults else args.shutdown_timeout) + EXIT_MARGIN_S
 
     # One fixed port for every run: the agent's rows (and the sink's records) are matched on it.
     if args.rate is not None and not args.rate > 0:
@@ -706,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_row([header for header, _, _ in COLUMNS]), flush=True)
 
     rows: dict[str, list[list]] = {m.name: [] for m in modes}
-    runs: dict[str, list[tuple[dict, dict]]] = {m.name: [] for m in modes}  # (untraced, traced) per round
+    runs: dict[str, list[tuple[float, dict]]] = {m.name: [] for m in modes}  # (untraced conn/s, traced) per round
     paced: dict[str, list[dict]] = {m.name: [] for m in paced_modes}
     details: list[str] = []
 
@@ -722,19 +569,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             baseline_args = {**storm_args, "seconds": args.bracket_seconds} if args.bracket_seconds else storm_args
             for round_no in range(1, args.rounds + 1):
-                before = run_storm(**baseline_args)
+                bracket = Bracket(lambda: run_storm(**baseline_args)["conn_per_s"])
                 for mode in modes:
                     traced = traced_run(mode, storm_args, f"round {round_no}")
                     if args.bracket_seconds:  # the traced run's baseline: the untraced runs on either side
-                        after = run_storm(**baseline_args)
-                        untraced = {"conn_per_s": (before["conn_per_s"] + after["conn_per_s"]) / 2}
-                        details.append(f"  baseline {mode.name} round {round_no}: untraced {before['conn_per_s']:.0f} "
-                                       f"before, {after['conn_per_s']:.0f} after (conn/s)")
-                        before = after
-                    else:
-                        untraced = before
-                    runs[mode.name].append((untraced, traced))
-                    row = row_values(mode.name, str(round_no), untraced, traced)
+                        baseline = bracket.baseline()
+                        details.append(f"  baseline {mode.name} round {round_no}: {baseline} (conn/s)")
+                    else:  # the round's one untraced run
+                        baseline = Baseline(bracket.before)
+                    runs[mode.name].append((baseline.conn_per_s, traced))
+                    row = row_values(mode.name, str(round_no), baseline.conn_per_s, traced)
                     rows[mode.name].append(row)
                     print(format_row(row), flush=True)
             if args.rounds > 1:

@@ -51,22 +51,19 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE, Sink, build_modes,  # noqa: E402
-                 process_cpu, stop_agent, stop_process, vm_status_mb, wait_ready)
+from measure import (AGENT_SHUTDOWN_TIMEOUT_S, DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE,  # noqa: E402
+                     RSS_TARGET_MB, Agent, Sink, StderrLines, agent_modes)
 from storm import DEFAULT_MAX_CONNECTIONS, MAX_SECONDS, add_storm_arguments, free_port, run_storm  # noqa: E402
 
 CAP_RATE = 100_000  # conn/s: the storm's cap is --seconds x this, far above what this machine makes
-SHUTDOWN_TIMEOUT_S = 5.0  # the agent's default --shutdown-timeout
 POLL_S = 0.2  # agent stderr read this often during the storm
 REFERENCE_S = 60.0  # growth measured from the first sample at or after this
-RSS_TARGET_MB = 60.0
 EXPORT_DROPS = ("dropped", "rejected")  # in a stats line: dropped = the sum of the dropped_* counters
 
 CURVE = [("t s", 8), ("RSS MB", 7), ("observed", 10), ("sessions/s", 10), ("lost in kernel", 14),
@@ -91,22 +88,6 @@ def slope_mb_per_10min(points: list[tuple[float, float]]) -> float | None:
     mr = statistics.fmean(r for _, r in points)
     var = sum((t - mt) ** 2 for t, _ in points)
     return None if not var else 600 * sum((t - mt) * (r - mr) for t, r in points) / var
-
-
-class StderrLines:
-    """The agent's stderr file, read as it grows, in whole lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.partial = path, 0, b""
-
-    def read(self, final: bool = False) -> list[str]:
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = b"" if final else lines.pop()
-        return [line.decode(errors="replace") for line in lines if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     port = free_port()
     cap = max(DEFAULT_MAX_CONNECTIONS, int(args.seconds * CAP_RATE))
-    mode = build_modes(argparse.Namespace(agent_defaults=True))[args.mode]
+    mode = agent_modes()[args.mode]
     agent_args = [*mode.agent_args, "--stats-interval", f"{args.sample_seconds:g}"]
     if mode.ready_on_stdout:
         agent_args.append("--verbose")  # its ready line on stderr: stdout is /dev/null
@@ -155,30 +136,23 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     sink = agent = None
     err_path = workdir / "agent.err"
     try:
-        sink = Sink(port) if mode.sink else None
+        sink = Sink(port, workdir / "sink.err") if mode.sink else None
         if sink:
             agent_args += ["--otlp-endpoint", f"http://127.0.0.1:{sink.port}"]
-        with err_path.open("w") as err:
-            started = time.monotonic()
-            agent = subprocess.Popen([str(args.agent), *agent_args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=err)
-        startup_s = wait_ready(agent, started, err_path, err_path)
-        cpu_at_ready = process_cpu(agent.pid)
-        rss_at_ready, peak = vm_status_mb(agent.pid) or (None, 0.0)
+        agent = Agent([str(args.agent), *agent_args], err_path)
         log = StderrLines(err_path)
         samples: list[tuple[float, float]] = []  # (t, RSS MB)
         notes: list[str] = []
         last = {"t": 0.0, "observed": 0}
-        print(f"agent ready after {startup_s:.2f} s, RSS {rss_at_ready or 0:.1f} MB; RSS curve (a row per agent stats "
+        print(f"agent ready after {agent.startup_s:.2f} s, RSS {agent.rss_at_ready_mb or 0:.1f} MB; RSS curve (a row per agent stats "
               f"line; lost = lost in kernel + dropped, so far):")
         print(curve_row([h for h, _ in CURVE]), flush=True)
 
         def sample(t: float, final: bool = False) -> None:
             """A row per new agent stats line (RSS read now); final: a row at the storm's end whatever."""
-            nonlocal peak
-            if agent.poll() is not None:
-                raise RuntimeError(f"agent exited during the storm with {agent.returncode}: "
-                                   f"{err_path.read_text()[-2000:]}")
+            if agent.proc.poll() is not None:
+                raise RuntimeError(f"agent exited during the storm with {agent.proc.returncode}: "
+                                   f"{agent.stderr_tail()}")
             stats_lines = []
             for line in log.read():
                 if line.startswith("{"):
@@ -187,15 +161,13 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                         continue
                     except ValueError:
                         pass
-                if not line.startswith(READY_LINE.decode()) and not line.startswith("libbpf:"):
+                if not line.startswith(READY_LINE) and not line.startswith("libbpf:"):
                     notes.append(f"t={t:.1f} s: {line}")
             if not stats_lines and not final and t - last["t"] < 2 * args.sample_seconds:
                 return
-            status = vm_status_mb(agent.pid)
-            if status is None:
+            rss = agent.rss_mb()
+            if rss is None:
                 return
-            rss, hwm = status
-            peak = max(peak, hwm)
             samples.append((t, rss))
             if not stats_lines:  # no stats line for 2 intervals, or the storm's end: RSS alone
                 label = f"{t:.1f}" + (" end" if final else "")
@@ -214,24 +186,24 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                           payload_size=args.payload_size, max_connections=cap, tick=sample, tick_seconds=POLL_S)
         sample(time.monotonic() - storm_started, final=True)  # RSS at the storm's end, before SIGINT
 
-        exit_s, agent_cpu, peak = stop_agent(agent, SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S, peak)
+        exit_s, agent_cpu = agent.stop(AGENT_SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S)
         summary = None
         for line in log.read(final=True):
             if line.startswith("{"):
                 summary = json.loads(line)
-            elif not line.startswith(READY_LINE.decode()) and not line.startswith("libbpf:"):
+            elif not line.startswith(READY_LINE) and not line.startswith("libbpf:"):
                 notes.append(f"exit: {line}")
-        if agent.returncode != 0 or summary is None:
-            raise RuntimeError(f"agent exited with {agent.returncode}: {err_path.read_text()[-2000:]}")
+        if agent.proc.returncode != 0 or summary is None:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}: {agent.stderr_tail()}")
         sink_counts = sink.stop() if sink else None
     finally:
-        if agent is not None:
-            stop_process(agent)  # only on failure: our own child, by its handle
-        if sink is not None:
-            stop_process(sink.proc)
+        for proc in (agent, sink):
+            if proc is not None:
+                proc.kill()  # only on failure
 
-    report(args, storm, summary, sink_counts, samples, notes, startup_s=startup_s, rss_at_ready=rss_at_ready,
-           peak=peak, cpu_s=agent_cpu.since(cpu_at_ready).cpu_s, exit_s=exit_s)
+    report(args, storm, summary, sink_counts, samples, notes, startup_s=agent.startup_s,
+           rss_at_ready=agent.rss_at_ready_mb, peak=agent.peak_rss_mb,
+           cpu_s=agent_cpu.since(agent.cpu_at_ready).cpu_s, exit_s=exit_s)
     return 0
 
 
