@@ -234,6 +234,19 @@ class Sink:
         stop_process(self.proc)
 
 
+def storm_checks(storm: dict) -> list[str]:
+    """What went wrong in a storm (run_storm's or storm.py's result); empty when all is well."""
+    failed = []
+    if storm["client_errors"] or storm["server_errors"]:
+        failed.append(f"storm errors: client {storm['client_errors']}, server {storm['server_errors']}")
+    if storm["capped"]:
+        failed.append(f"the storm stopped at its cap of {storm['max_connections']} connections")
+    if storm["rate"] and storm["max_lag_s"] > 1.0:
+        failed.append(f"the storm fell {storm['max_lag_s']:.1f} s behind its schedule (rate {storm['rate']:g}): "
+                      "the machine did not keep the rate")
+    return failed
+
+
 class Baseline(NamedTuple):
     """The untraced rates (conn/s) beside one traced run."""
     before: float

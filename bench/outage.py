@@ -54,9 +54,9 @@ gauges, retries, drops), then the results:
   is printed with it. "backlog drained" is the figure that does not depend on the storm's length.
 - the agent's summary at exit per signal, its CPU (user+sys over the whole run, start-up included),
   max RSS and exit time; the sink's CPU.
-- Checks (printed when one fails; each points at an agent or bench bug): storm without errors and on
-  schedule; per signal accepted == observed, accepted + replayed == exported + rejected + dropped +
-  spooled, nothing queued, spooled or left in the spool at exit, nothing replayed or corrupted,
+- Checks (printed when one fails; each points at an agent or bench bug): storm without errors, not at
+  its cap and on schedule; per signal accepted == observed, accepted + replayed == exported + rejected
+  + dropped + spooled, nothing queued, spooled or left in the spool at exit, nothing replayed or corrupted,
   sink unique records == agent exported and sink received - exported == duplicates; the spool
   directory holds no files after the agent's exit; drained before --drain-timeout; lost == 0.
   The agent's stderr lines other than its ready and stats lines are printed, with their time.
@@ -78,7 +78,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import (BENCH, DEFAULT_AGENT, EXIT_MARGIN_S, READY_LINE, SINK, Agent, Sink,  # noqa: E402
-                     StderrLines, stop_process)
+                     StderrLines, stop_process, storm_checks)
 from storm import add_storm_arguments, free_port  # noqa: E402
 
 STORM = BENCH / "storm.py"
@@ -406,11 +406,7 @@ def report(args, storm: dict, summary: dict, sink: dict, peak: dict, notes: list
     print(f"  sink                 received logs {sink['logs']} / spans {sink['spans']} in {sink['log_requests']} / "
           f"{sink['span_requests']} requests (all sessions, storm and other), CPU {sink['cpu_s']:.1f} s")
 
-    failed = []
-    if storm["client_errors"] or storm["server_errors"]:
-        failed.append(f"storm errors: client {storm['client_errors']}, server {storm['server_errors']}")
-    if storm["max_lag_s"] > 1.0:
-        failed.append(f"storm fell {storm['max_lag_s']:.1f} s behind its schedule: the machine did not keep the rate")
+    failed = storm_checks(storm)
     observed = summary["sessions_observed"]
     for key, sink_key in SIGNALS:
         stats = summary.get(key)

@@ -113,7 +113,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outage  # noqa: E402
 import soak  # noqa: E402
 from measure import (AGENT_SHUTDOWN_TIMEOUT_S, DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE,  # noqa: E402
-                     RSS_TARGET_MB, Agent, Baseline, Bracket, Mode, Sink, agent_modes)
+                     RSS_TARGET_MB, Agent, Baseline, Bracket, Mode, Sink, agent_modes, storm_checks)
 from storm import add_storm_arguments, free_port, run_storm  # noqa: E402
 
 RING_BUFFER_BYTES = 128 * 1024 * 1024
@@ -342,13 +342,7 @@ def checks(traced: dict) -> list[str]:
     """What does not add up in one traced run (see the docstring); empty when all is well."""
     storm, summary, sink = traced["storm"], traced["summary"], traced["sink"]
     observed = summary["sessions_observed"]
-    failed = []
-    if storm["client_errors"] or storm["server_errors"]:
-        failed.append(f"storm errors: client {storm['client_errors']}, server {storm['server_errors']}")
-    if storm.get("capped"):
-        failed.append(f"the storm stopped at its cap of {storm['max_connections']} connections")
-    if storm.get("rate") and storm["max_lag_s"] > 1.0:
-        failed.append(f"the storm fell {storm['max_lag_s']:.1f} s behind its schedule (rate {storm['rate']:g})")
+    failed = storm_checks(storm)
     delivered, other = delivered_counts(traced)
     if delivered > storm["sessions"]:
         failed.append(f"delivered {delivered} > made {storm['sessions']} (duplicates?)")

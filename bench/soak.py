@@ -58,7 +58,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import (AGENT_SHUTDOWN_TIMEOUT_S, DEFAULT_AGENT, EXIT_MARGIN_S, MODE_NAMES, READY_LINE,  # noqa: E402
-                     RSS_TARGET_MB, Agent, Sink, StderrLines, agent_modes)
+                     RSS_TARGET_MB, Agent, Sink, StderrLines, agent_modes, storm_checks)
 from storm import DEFAULT_MAX_CONNECTIONS, MAX_SECONDS, add_storm_arguments, free_port, run_storm  # noqa: E402
 
 CAP_RATE = 100_000  # conn/s: the storm's cap is --seconds x this, far above what this machine makes
@@ -144,8 +144,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         samples: list[tuple[float, float]] = []  # (t, RSS MB)
         notes: list[str] = []
         last = {"t": 0.0, "observed": 0}
-        print(f"agent ready after {agent.startup_s:.2f} s, RSS {agent.rss_at_ready_mb or 0:.1f} MB; RSS curve (a row per agent stats "
-              f"line; lost = lost in kernel + dropped, so far):")
+        print(f"agent ready after {agent.startup_s:.2f} s, RSS {agent.rss_at_ready_mb or 0:.1f} MB; RSS curve (a row "
+              f"per agent stats line; lost = lost in kernel + dropped, so far):")
         print(curve_row([h for h, _ in CURVE]), flush=True)
 
         def sample(t: float, final: bool = False) -> None:
@@ -253,10 +253,8 @@ def report(args: argparse.Namespace, storm: dict, summary: dict, sink: dict | No
     print(f"  agent                CPU {cpu_s:.1f} s from ready to exit, "
           f"{cpu_s / observed * 1e6 if observed else float('nan'):.2f} us per session observed; exit "
           f"{exit_s:.1f} s after SIGINT")
-    if storm["client_errors"] or storm["server_errors"]:
-        print(f"  CHECK FAILED: storm errors: client {storm['client_errors']}, server {storm['server_errors']}")
-    if storm["capped"]:
-        print(f"  CHECK FAILED: the storm stopped at its cap of {storm['max_connections']} connections")
+    for text in storm_checks(storm):
+        print(f"  CHECK FAILED: {text}")
     for line in notes[:40]:
         print(f"  agent stderr {line}")
     if len(notes) > 40:
