@@ -60,10 +60,12 @@ _SPOOL_KEYS = {
     "oldest_age_s": "spool_oldest_age_s",  # gauge
     "replayed": "replayed",  # records found in the spool at start
     "duplicated": "duplicated",  # of which possibly delivered already (dispatched before a crash)
-    "corrupted": "corrupted",  # damaged entries found (their records unknown, and lost)
+    "corrupted_entries": "corrupted_entries",  # damaged entries found in the spool (lost)
+    "corrupted_records": "corrupted_records",  # the records known to be in them (a lower bound)
     "dropped_full": "dropped_spool_full",
     "dropped_io_error": "dropped_spool_io_error",  # a write (disk full, read-only) or read-back failed
     "write_errors": "spool_write_errors",  # failed writes and fsyncs
+    "refused_files": "spool_refused_files",  # not a regular file, or too large: left alone
 }
 
 

@@ -35,26 +35,48 @@ Invariants
   append consumes none (and its partial bytes are cut off; if even that fails, the segment is
   closed, and its torn end is counted once more, as corrupted, at the next open).
 * Entries are never rewritten. A segment of a previous run is never appended to: a run starts a new
-  segment at its first append. Segments rotate before an append would take them past segment_bytes
-  (an entry larger than that gets a segment of its own).
+  segment at its first append. Segments rotate before an append would take them past segment_bytes,
+  and no entry is larger than that (max_payload is the largest payload: a larger one is dropped and
+  counted in `dropped_full`; QueuedExporter splits its requests to fit), so no segment is either.
+  After a failed write the segment is closed too, and the next append starts a new one.
 * An entry is done once its state log has an A mark for it; a done entry is never handed out again.
   At open, every entry that is not done is replayed (counted in `replayed`), and also counted in
   `duplicated` when its last mark is D (not followed by an R): it may have reached the server
-  already. Records are counted by the entries' counts; `corrupted` counts entries.
-* A segment and then its state log are deleted once all its entries are done, unless it is the
-  segment being written. (Segment first: a crash in between leaves an orphan log, deleted at open.)
+  already. Records are counted by the entries' counts.
+* A segment and then its state log are deleted once all its entries are done, the segment being
+  written included: space freed by the server taking the backlog is free at once, which is what
+  lets appends work again after the disk was full. (Segment first: a crash in between leaves an
+  orphan log, deleted at open.)
 * The bytes of all segments stay within max_bytes (see full_policy).
 * Bad data never raises. Open checks every entry (magic, length bounds, crc, increasing ids) and
   scans forward for the next magic after damage:
     - damage followed by a valid entry: the ids in between are known exactly (they are consecutive);
-      those not done are counted in `corrupted` and marked done, so the next open counts them no more;
+      those not done are counted in `corrupted_entries` and marked done, so the next open counts
+      them no more;
     - damage at the end of a segment (typically an entry torn by a crash mid-append): cut off and
-      counted as one entry in `corrupted`, since how many entries it held cannot be known.
+      counted as one entry in `corrupted_entries`, since how many entries it held cannot be known
+      (unless the state log names more, below);
+    - entries gone from the end of a segment (torn, cut off whole, or the segment emptied to 0
+      bytes): those the state log names (taken before, and not done) are counted in
+      `corrupted_entries` and marked done, and an empty segment counts at least its first entry, as
+      its name says it was written. Entries never taken have no marks, so only an empty segment's
+      first of them is known.
+  `corrupted_entries` counts entries; `corrupted_records` the records in them, as far as it is still
+  known: from the index for an entry damaged after open, else from a damaged entry's header when its
+  magic, id and length still agree and its count is no more than its payload's bytes (its crc failed,
+  so the count is checked for sense). An entry whose header is gone adds no records, so
+  `corrupted_records` is a lower bound. Records damaged on disk before this open were never part of
+  this run's accounting (the run that wrote them counted them as `spooled`); those found damaged when
+  take() reads them back are, and are also counted in `dropped_io_error`.
   Garbage or torn marks in a state log are skipped. An unreadable segment is logged, counted as one
-  corrupted entry and left alone. An entry found damaged when take() reads it back is counted in
-  `corrupted`, and its records in `dropped_io_error`.
-  A truncation that falls exactly between entries is indistinguishable from entries never written:
-  that is the loss an OS crash may cause with fsync="interval" or "never" (see below).
+  corrupted entry and left alone. Otherwise, a truncation that falls exactly between entries of a
+  segment that is not empty is indistinguishable from entries never written: that is the loss an OS
+  crash may cause with fsync="interval" or "never" (see below).
+* Every file the spool opens is opened without following a symbolic link (O_NOFOLLOW) or waiting
+  on a FIFO, and must be a regular file; a file it reads at open must be at most read_limit bytes
+  (the largest segment: max(segment_bytes, 4 MiB), so a smaller max_bytes still reads the segments
+  of an earlier run). Anything else is refused: logged, counted in `refused_files` and left alone (a
+  refused state log is as good as none: its entries are replayed, perhaps as duplicates).
 
 Durability (fsync)
 ------------------
@@ -75,17 +97,18 @@ would take the bytes of all segments past max_bytes:
   "drop_oldest"  delete the oldest segments with no entry in flight (dispatched, not yet acked or
                  released), counting their entries in `dropped_full`, until the entry fits; if all that
                  is left is in flight, drop the new entry instead.
-  "drop_newest"  drop the new entry (only the segment being written, if all its entries are
-                 done, is reclaimed).
-segment_bytes is capped at max_bytes // 4, so one eviction frees at most a quarter of the spool.
-An entry larger than max_bytes is always dropped. An OSError while writing (ENOSPC, EROFS, EIO) never
+  "drop_newest"  drop the new entry.
+segment_bytes is capped at max_bytes // 4, so one eviction frees at most a quarter of the spool and a
+small max_bytes still holds several entries. An OSError while writing (ENOSPC, EROFS, EIO) never
 raises out of append: it is counted in `write_errors`, the entry's records in `dropped_io_error`, and a
-rate-limited line is logged.
+rate-limited line is logged. Appends work again once the disk has room: the failed segment is closed,
+and segments whose entries are all done are deleted (the segment being written too).
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import stat
 import struct
@@ -114,6 +137,7 @@ _MARK = struct.Struct("<cQI")  # kind, id, crc
 DISPATCHED, RELEASED, ACKED = b"D", b"R", b"A"
 _MAX_LENGTH = 2**32 - 1  # the length field is a u32
 _NAME_DIGITS = 20  # a u64 in decimal
+DEFAULT_SEGMENT_BYTES = 4 << 20
 
 FsyncPolicy = Literal["always", "interval", "never"]
 FullPolicy = Literal["drop_oldest", "drop_newest"]
@@ -159,10 +183,37 @@ def check_directory(path: str) -> None:
         raise SpoolDirectoryError(f"spool directory {path} is not readable and writable")
 
 
+class _Refused(OSError):
+    """A file the spool will not use: not a regular file (a symbolic link, a device, a FIFO, a
+    directory), or larger than it could have written."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.EINVAL, reason)
+
+
+def _open_regular(path: str, flags: int) -> tuple[int, os.stat_result]:
+    """Opens a regular file, never following a symbolic link nor blocking on a FIFO (O_NONBLOCK has
+    no effect on regular files); raises _Refused for anything else."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _Refused("a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 # Every file the spool writes goes through these three: a seam for fault injection in tests.
 
 def _open(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+    return _open_regular(path, flags)[0]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -242,10 +293,31 @@ def _mark(kind: bytes, entry_id: int) -> bytes:
     return head + crc32c(head).to_bytes(4, "little")
 
 
-def _read_marks(data: bytes, first_id: int, end_id: int) -> tuple[set[int], set[int]]:
-    """(acked ids, ids whose last mark is D) from a state log; garbage is skipped byte by byte."""
+def _headers_in(data: bytes, start: int, end: int, next_id: int) -> dict[int, int]:
+    """id -> record count of the entries whose headers still chain in the damaged bytes [start, end):
+    magic right, ids consecutive from next_id, each length leading to the next header (the last may
+    run past `end`: a torn entry). Their crc failed, so a count is taken only if it is no more than
+    the entry's payload bytes, as every record takes at least one."""
+    counts: dict[int, int] = {}
+    pos = start
+    while pos + HEADER_BYTES <= end:
+        magic, length, _ = _HEAD.unpack_from(data, pos)
+        entry_id, count, _ = _BODY.unpack_from(data, pos + _HEAD.size)
+        if magic != MAGIC or entry_id != next_id or length < _BODY.size:
+            break
+        if count <= length - _BODY.size:
+            counts[entry_id] = count
+        pos += _HEAD.size + length
+        next_id += 1
+    return counts
+
+
+def _read_marks(data: bytes, first_id: int, end_id: int) -> tuple[set[int], set[int], set[int]]:
+    """(acked ids, ids whose last mark is D, every id marked) from a state log; garbage is skipped
+    byte by byte."""
     acked: set[int] = set()
     dispatched: set[int] = set()
+    marked: set[int] = set()
     pos = 0
     while pos + _MARK.size <= len(data):
         kind, entry_id, crc = _MARK.unpack_from(data, pos)
@@ -253,6 +325,7 @@ def _read_marks(data: bytes, first_id: int, end_id: int) -> tuple[set[int], set[
                 or not first_id <= entry_id < end_id:
             pos += 1
             continue
+        marked.add(entry_id)
         if kind == ACKED:
             acked.add(entry_id)
         elif kind == DISPATCHED:
@@ -260,15 +333,21 @@ def _read_marks(data: bytes, first_id: int, end_id: int) -> tuple[set[int], set[
         else:
             dispatched.discard(entry_id)
         pos += _MARK.size
-    return acked, dispatched - acked
+    return acked, dispatched - acked, marked
 
 
-def _read_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _read_file(path: str, limit: int) -> bytes:
+    """The contents of a regular file of at most `limit` bytes; raises _Refused otherwise."""
+    fd, st = _open_regular(path, os.O_RDONLY)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        if st.st_size > limit:
+            raise _Refused(f"larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
             chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew after the fstat
+            raise _Refused(f"larger than {limit} bytes")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -318,7 +397,7 @@ class Spool:
     marks it dispatched; ack() marks it done; release() gives it back, to be handed out again.
     """
 
-    def __init__(self, directory: str, *, max_bytes: int, segment_bytes: int = 4 << 20,
+    def __init__(self, directory: str, *, max_bytes: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  fsync: FsyncPolicy = "interval", fsync_interval: float = 1.0,
                  full_policy: FullPolicy = "drop_oldest", clock: Callable[[], float] = time.time,
                  log: Callable[[str], None] | None = None):
@@ -335,7 +414,9 @@ class Spool:
         check_directory(directory)
         self.directory = directory
         self.max_bytes = max_bytes
-        self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
+        self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4, HEADER_BYTES + _MAX_LENGTH))
+        self.max_payload = max(0, self.segment_bytes - HEADER_BYTES)  # the largest payload append() takes
+        self.read_limit = max(self.segment_bytes, DEFAULT_SEGMENT_BYTES)  # the largest file read at open
         self.fsync = fsync
         self.fsync_interval = fsync_interval
         self.full_policy = full_policy
@@ -356,8 +437,8 @@ class Spool:
         self._dirty: set[int] = set()  # fds written since the last fsync
         self._dirty_dir = False  # a file was created since the last fsync
         self._next_sync = time.monotonic() + fsync_interval
-        self._counts = dict(replayed=0, duplicated=0, corrupted=0, dropped_full=0, dropped_io_error=0,
-                            write_errors=0)
+        self._counts = dict(replayed=0, duplicated=0, corrupted_entries=0, corrupted_records=0, dropped_full=0,
+                            dropped_io_error=0, write_errors=0, refused_files=0)
         self._recover()
 
     # Public API.
@@ -374,9 +455,10 @@ class Spool:
         with self._lock:
             if self._closed:
                 raise ValueError("append to a closed spool")
-            if size > min(self.max_bytes, _MAX_LENGTH):
+            if size > self.segment_bytes:
                 self._counts["dropped_full"] += count
-                self._warn("too_big", count, "dropped {n} records: an entry larger than the spool's max_bytes")
+                self._warn("too_big", count, f"dropped {{n}} records: an entry larger than a spool segment "
+                                             f"({self.segment_bytes} bytes)")
                 return count
             evicted = self._make_room(size)
             if evicted:
@@ -430,8 +512,9 @@ class Spool:
     def stats(self) -> dict[str, int | float]:
         """Gauges: `records` (sum of counts not done), `bytes` (of all segments), `oldest_age_s`.
         Counters since open: `replayed`, `duplicated` (records found at open, of which possibly
-        delivered), `corrupted` (damaged entries), `dropped_full`, `dropped_io_error` (records),
-        `write_errors` (failed writes and fsyncs)."""
+        delivered), `corrupted_entries` (damaged entries) and `corrupted_records` (the records known
+        to be in them), `dropped_full`, `dropped_io_error` (records), `write_errors` (failed writes
+        and fsyncs), `refused_files` (see the module docstring)."""
         with self._lock:
             oldest = next(iter(self._entries.values()), None)
             age = max(0.0, self._clock() - oldest.created_ns / 1e9) if oldest else 0.0
@@ -474,44 +557,61 @@ class Spool:
         for i, first in enumerate(firsts):
             end_id = firsts[i + 1] if i + 1 < len(firsts) else 2**64
             self._recover_segment(first, end_id)
-        if self._counts["corrupted"]:
-            self._log(f"found {self._counts['corrupted']} damaged entries in {self.directory}: "
-                      "their records are lost")
+        if self._counts["corrupted_entries"]:
+            self._log(f"found {self._counts['corrupted_entries']} damaged entries in {self.directory}: "
+                      f"their records are lost ({self._counts['corrupted_records']} known from their headers)")
 
     def _recover_segment(self, first: int, end_id: int) -> None:
         base = os.path.join(self.directory, _segment_name(first))
         segment = _Segment(first, base + ".seg", base + ".state")
         try:
-            data = _read_file(segment.path)
-        except OSError as error:
-            self._log(f"cannot read {segment.path}: {error.strerror}: left as it is")
-            self._counts["corrupted"] += 1
+            data = _read_file(segment.path, self.read_limit)
+        except _Refused as error:
+            self._refused(segment.path, error)
             self._next_id = max(self._next_id, first + 1)
             return
+        except OSError as error:
+            self._log(f"cannot read {segment.path}: {error.strerror}: left as it is")
+            self._counts["corrupted_entries"] += 1
+            self._next_id = max(self._next_id, first + 1)
+            return
+        acked: set[int] = set()
+        dispatched: set[int] = set()
+        marked: set[int] = set()
         try:
-            acked, dispatched = _read_marks(_read_file(segment.state_path), first, end_id)
+            acked, dispatched, marked = _read_marks(_read_file(segment.state_path, self.read_limit), first, end_id)
         except FileNotFoundError:
-            acked, dispatched = set(), set()
-        except OSError as error:  # as if there were none: entries are replayed rather than lost
+            pass
+        except _Refused as error:  # as if there were none: entries are replayed rather than lost
+            self._refused(segment.state_path, error)
+        except OSError as error:
             self._log(f"cannot read {segment.state_path}: {error.strerror}")
-            acked, dispatched = set(), set()
         found, damaged = _scan(data, first, end_id)
         segment.size = len(data)
-        lost_ids: list[int] = []
+        last_id = found[-1].id if found else first - 1
+        lost_ids: list[int] = []  # lost entries not done: marked done below, so counted only once
+        torn = False
         for damage in damaged:
+            headers = _headers_in(data, damage.start, damage.end, damage.prev_id + 1)
             if damage.next_id is None:  # the end: cut it off (it can hold no valid entry)
-                self._counts["corrupted"] += 1
+                torn = True
+                self._counts["corrupted_records"] += sum(n for i, n in headers.items() if i not in acked)
                 try:
                     os.truncate(segment.path, damage.start)
                     segment.size = damage.start
                 except OSError as error:
                     self._log(f"cannot cut the damaged end of {segment.path}: {error.strerror}")
             else:
-                lost_ids += [i for i in range(damage.prev_id + 1, damage.next_id) if i not in acked]
-        self._counts["corrupted"] += len(lost_ids)
-        self._next_id = max(self._next_id, first + (1 if data else 0), max(acked | dispatched, default=-1) + 1,
-                            found[-1].id + 1 if found else 0)
-        segment.last_id = found[-1].id if found else first - 1
+                ids = [i for i in range(damage.prev_id + 1, damage.next_id) if i not in acked]
+                lost_ids += ids
+                self._counts["corrupted_records"] += sum(headers.get(i, 0) for i in ids)
+        # Entries gone from the end (torn, cut off whole, or the segment emptied): those the state log
+        # names, and an empty segment's first (its name says it was written).
+        gone = {i for i in marked - acked if i > last_id} | ({first} - acked if not data else set())
+        self._counts["corrupted_entries"] += len(lost_ids) + max(int(torn), len(gone))
+        lost_ids += sorted(gone)
+        self._next_id = max(self._next_id, first + 1, max(marked, default=-1) + 1, last_id + 1)
+        segment.last_id = last_id
         for entry in found:
             if entry.id in acked:
                 continue
@@ -532,6 +632,10 @@ class Spool:
         for entry_id in lost_ids:  # so that the next open does not count them again
             self._write_mark(segment, ACKED, entry_id)
 
+    def _refused(self, path: str, error: _Refused) -> None:
+        self._counts["refused_files"] += 1
+        self._log(f"refused {path}: {error.strerror}: left as it is")
+
     # Writing.
 
     def _make_room(self, size: int) -> int:
@@ -541,9 +645,9 @@ class Spool:
         if active is not None and active.size and active.size + size > self.segment_bytes:
             self._close_active()
         evicted = 0
-        while self._bytes + size > self.max_bytes:
-            victim = next((s for s in self._segments.values() if not s.in_flight
-                           and (self.full_policy == "drop_oldest" or not s.live)), None)
+        while self._bytes + size > self.max_bytes and self.full_policy == "drop_oldest":
+            # (Every segment holds an entry not done: those all done are deleted at once.)
+            victim = next((s for s in self._segments.values() if not s.in_flight), None)
             if victim is None:
                 break
             evicted += self._evict(victim)
@@ -576,7 +680,10 @@ class Spool:
             try:  # cut off a partial entry, so the segment holds only whole entries
                 os.ftruncate(self._active_fd, segment.size)
             except OSError:
-                self._close_active()  # its torn end is counted as corrupted at the next open
+                pass  # its torn end is counted as corrupted at the next open
+            # The next append starts a new segment, and this one goes once its entries are done
+            # (now, if it has none): on a full disk, that is how space comes back.
+            self._close_active()
             return count
         self._entries[entry_id] = _Slot(entry_id, segment, segment.size, size, count, created_ns, replayed=False)
         self._pending.append(entry_id)
@@ -657,19 +764,22 @@ class Spool:
         """The payload of an entry, checked again; None if it cannot be read back intact, in which
         case the entry is done and its records counted in dropped_io_error."""
         try:
-            fd = os.open(slot.segment.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd, _ = _open_regular(slot.segment.path, os.O_RDONLY)
             try:
                 data = os.pread(fd, slot.size, slot.offset)
             finally:
                 os.close(fd)
         except OSError as error:
             problem = error.strerror
+            if isinstance(error, _Refused):
+                self._counts["refused_files"] += 1
         else:
             found = _parse_at(data, 0)
             if found is not None and found.id == slot.id and found.end == slot.size:
                 return data[HEADER_BYTES:]
             problem = "damaged entry"
-            self._counts["corrupted"] += 1
+            self._counts["corrupted_entries"] += 1
+            self._counts["corrupted_records"] += slot.count
         self._counts["dropped_io_error"] += slot.count
         self._warn("read", slot.count, "read error: dropped {n} records", f"{slot.segment.path}: {problem}")
         self._done(slot)
@@ -682,7 +792,7 @@ class Spool:
         segment.live -= 1
         if slot.dispatched:
             segment.in_flight -= 1
-        if not segment.live and segment is not self._active:
+        if not segment.live:
             self._delete(segment)  # no need to mark the last one: its segment is gone
         else:
             self._write_mark(segment, ACKED, slot.id)

@@ -249,8 +249,8 @@ def test_snapshot_has_the_spool_figures(tmp_path):
     assert set(exp.stats.snapshot()) == {
         "accepted", "exported", "retries", "rejected", "dropped_queue_full", "dropped_permanent",
         "dropped_retry_exhausted", "dropped_shutdown", "queued", "dropped", "spooled", "spool_records",
-        "spool_bytes", "spool_oldest_age_s", "replayed", "duplicated", "corrupted", "dropped_spool_full",
-        "dropped_spool_io_error", "spool_write_errors"}
+        "spool_bytes", "spool_oldest_age_s", "replayed", "duplicated", "corrupted_entries", "corrupted_records",
+        "dropped_spool_full", "dropped_spool_io_error", "spool_write_errors", "spool_refused_files"}
     exp.shutdown(0.0)
 
 

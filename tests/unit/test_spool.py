@@ -13,6 +13,8 @@ import pytest
 from otel_tcplife.delivery import spool as spool_module
 from otel_tcplife.delivery.spool import HEADER_BYTES, Spool, SpoolDirectoryError, check_directory
 
+from ..tinyfs import fill_up, tiny_tmpfs
+
 
 class Clock:
     def __init__(self, now: float = 1_700_000_000.0):
@@ -103,7 +105,7 @@ def test_crash_replays_what_was_not_acked_and_counts_possible_duplicates(tmp_pat
     s = second.stats()
     assert s["replayed"] == sum(e.count for e in replayed)
     assert s["duplicated"] == 2 + 5  # the counts of ids 1 and 4
-    assert s["corrupted"] == 0
+    assert s["corrupted_entries"] == 0
     # New entries continue after the old ids, in a new segment.
     assert second.append(b"new", 1) == 0
     assert second.take().id == 10
@@ -137,12 +139,15 @@ def test_segments_rotate_and_are_deleted_once_all_their_entries_are_acked(tmp_pa
     spool.ack(entries[0].id)
     assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2, 4)]
     assert "00000000000000000000.state" not in os.listdir(tmp_path)
-    spool.ack(entries[4].id)  # the segment being written is kept
-    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2, 4)]
+    spool.ack(entries[4].id)  # the segment being written goes too: its space is free at once
+    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2,)]
+    assert spool.append(payload(5), 1) == 0  # in a new segment
+    assert segments(tmp_path) == [f"{i:020d}.seg" for i in (2, 5)]
     spool.ack(entries[2].id)
     spool.ack(entries[3].id)
-    spool.close()  # no longer written: deleted at close
+    spool.ack(spool.take().id)
     assert os.listdir(tmp_path) == []
+    spool.close()
 
 
 def flip(path, offset: int, bits: int = 0xFF) -> None:
@@ -163,11 +168,11 @@ def test_a_flipped_byte_loses_that_entry_only_and_is_counted_once(tmp_path):
 
     reopened = open_spool(tmp_path, logs)
     assert [e.id for e in take_all(reopened)] == [0, 1, 3, 4]
-    assert reopened.stats()["corrupted"] == 1
-    assert logs == [f"found 1 damaged entries in {tmp_path}: their records are lost"]
+    assert (reopened.stats()["corrupted_entries"], reopened.stats()["corrupted_records"]) == (1, 3)
+    assert logs == [f"found 1 damaged entries in {tmp_path}: their records are lost (3 known from their headers)"]
     reopened._abandon()
     again = open_spool(tmp_path)  # the damage was marked done: not counted twice
-    assert (again.stats()["corrupted"], len(take_all(again))) == (0, 4)
+    assert (again.stats()["corrupted_entries"], again.stats()["corrupted_records"], len(take_all(again))) == (0, 0, 4)
     again.close()
 
 
@@ -179,13 +184,15 @@ def test_damage_to_an_acked_entry_loses_nothing(tmp_path):
     path = tmp_path / segments(tmp_path)[0]
     flip(path, 10)  # the crc of entry 0
     reopened = open_spool(tmp_path)
-    assert reopened.stats()["corrupted"] == 0
+    assert reopened.stats()["corrupted_entries"] == 0
     assert [e.id for e in take_all(reopened)] == [1, 2]
     reopened.close()
 
 
-@pytest.mark.parametrize("field_offset", [0, 4, 8, 12, 20])  # magic, length, crc, id, count
-def test_damage_to_any_header_field_is_found_and_resynced(tmp_path, field_offset):
+# The records of the damaged entry (count 2) are known when its header still says so with sense:
+# not after damage to its magic or id, nor to its count (flipped to more than its payload's bytes).
+@pytest.mark.parametrize("field_offset, records", [(0, 0), (4, 2), (8, 2), (12, 0), (20, 0)])  # magic, length,
+def test_damage_to_any_header_field_is_found_and_resynced(tmp_path, field_offset, records):  # crc, id, count
     spool = open_spool(tmp_path)
     fill(spool, 4)
     spool.close()
@@ -193,7 +200,7 @@ def test_damage_to_any_header_field_is_found_and_resynced(tmp_path, field_offset
     flip(path, entries_in(path)[1].offset + field_offset + 3)  # the length becomes huge, the id wrong...
     reopened = open_spool(tmp_path)
     assert [e.id for e in take_all(reopened)] == [0, 2, 3]
-    assert reopened.stats()["corrupted"] == 1
+    assert (reopened.stats()["corrupted_entries"], reopened.stats()["corrupted_records"]) == (1, records)
     reopened.close()
 
 
@@ -205,13 +212,14 @@ def test_a_torn_last_entry_is_cut_off_and_counted(tmp_path):
     size = path.stat().st_size
     os.truncate(path, size - 7)  # a crash in the middle of writing entry 2
     reopened = open_spool(tmp_path)
-    assert reopened.stats()["corrupted"] == 1
+    assert reopened.stats()["corrupted_entries"] == 1
+    assert reopened.stats()["corrupted_records"] == 3  # its header is whole: count 3
     assert path.stat().st_size == 2 * (HEADER_BYTES + 20)
     assert reopened.append(b"after", 1) == 0
     assert [e.payload for e in take_all(reopened)] == [payload(0), payload(1), b"after"]
     reopened._abandon()
     again = open_spool(tmp_path)
-    assert (again.stats()["corrupted"], again.stats()["replayed"]) == (0, 1 + 2 + 1)
+    assert (again.stats()["corrupted_entries"], again.stats()["replayed"]) == (0, 1 + 2 + 1)
     again.close()
 
 
@@ -227,7 +235,7 @@ def test_garbage_files_and_state_logs_are_tolerated(tmp_path):
     (tmp_path / "notes.txt").write_bytes(b"not ours")
     reopened = open_spool(tmp_path)
     assert [e.id for e in take_all(reopened)] == [1, 2]
-    assert reopened.stats()["corrupted"] == 1  # the garbage segment: one damaged end
+    assert reopened.stats()["corrupted_entries"] == 1  # the garbage segment: one damaged end
     assert not (tmp_path / "00000000000000000042.state").exists()
     assert not (tmp_path / "00000000000000000099.seg").exists()  # nothing live in it
     assert (tmp_path / "notes.txt").exists()
@@ -245,8 +253,54 @@ def test_an_entry_damaged_after_open_is_counted_when_read_back(tmp_path):
         f.write(b"X")
     assert [e.id for e in take_all(spool)] == [1, 2]
     s = spool.stats()
-    assert (s["corrupted"], s["dropped_io_error"], s["records"]) == (1, 1, 2 + 3)
+    assert (s["corrupted_entries"], s["corrupted_records"], s["dropped_io_error"], s["records"]) == (1, 1, 1, 2 + 3)
     spool.close()
+
+
+def test_an_emptied_segment_counts_the_entries_its_state_log_and_its_name_know(tmp_path):
+    logs: list[str] = []
+    spool = open_spool(tmp_path, segment_bytes=5 * (HEADER_BYTES + 20))
+    fill(spool, 8)  # ids 0..4 in the first segment, 5..7 in the second
+    taken = [spool.take() for _ in range(3)]  # 0, 1, 2
+    spool.ack(taken[0].id)
+    spool.release(taken[1].id)  # 2 stays dispatched
+    spool.close()
+    os.truncate(tmp_path / segments(tmp_path)[0], 0)  # the first segment loses all its bytes
+    reopened = open_spool(tmp_path, logs)
+    s = reopened.stats()
+    # 1 and 2 are named by the state log; 0 (the first, named by the file) was done; 3 and 4 were
+    # never taken and are not known (the count is a lower bound).
+    assert (s["corrupted_entries"], s["corrupted_records"]) == (2, 0)
+    assert logs == [f"found 2 damaged entries in {tmp_path}: their records are lost (0 known from their headers)"]
+    assert s["replayed"] == 6 + 7 + 8 and [e.id for e in take_all(reopened)] == [5, 6, 7]
+    assert segments(tmp_path) == [f"{5:020d}.seg"]  # the empty one is gone
+    reopened._abandon()
+    assert open_spool(tmp_path).stats()["corrupted_entries"] == 0  # counted once
+
+
+def test_an_emptied_segment_never_taken_from_counts_its_first_entry(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    spool.close()
+    os.truncate(tmp_path / segments(tmp_path)[0], 0)
+    reopened = open_spool(tmp_path)
+    assert (reopened.stats()["corrupted_entries"], reopened.stats()["replayed"]) == (1, 0)
+    assert reopened.append(b"new", 1) == 0
+    assert reopened.take().id == 1  # past the id the name gave
+    reopened.close()
+
+
+def test_entries_cut_off_whole_are_counted_when_the_state_log_names_them(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 4)
+    spool.take(), spool.take("newest")  # 0 and 3 are dispatched
+    spool._abandon()
+    path = tmp_path / segments(tmp_path)[0]
+    os.truncate(path, 2 * (HEADER_BYTES + 20))  # between entries: 2 and 3 vanish whole
+    reopened = open_spool(tmp_path)
+    assert reopened.stats()["corrupted_entries"] == 1  # 3 is named by its D mark; 2 was never taken
+    assert [e.id for e in take_all(reopened)] == [0, 1]
+    reopened.close()
 
 
 def test_drop_oldest_evicts_whole_segments_not_in_flight(tmp_path):
@@ -288,11 +342,55 @@ def test_drop_newest_keeps_the_backlog(tmp_path):
     assert logs[-1] == f"spool full ({4 * entry} bytes): dropped 6 new records"  # what was held back
 
 
-def test_an_entry_larger_than_the_spool_is_dropped(tmp_path):
-    spool = open_spool(tmp_path, max_bytes=1000)
+def test_an_entry_larger_than_a_segment_is_dropped(tmp_path):
+    logs: list[str] = []
+    spool = open_spool(tmp_path, logs, max_bytes=1000)
+    assert (spool.segment_bytes, spool.max_payload) == (250, 250 - HEADER_BYTES)  # a quarter of max_bytes
     assert spool.append(b"x" * 1000, 7) == 7
-    assert spool.stats()["dropped_full"] == 7 and spool.take() is None
+    assert spool.append(b"x" * (spool.max_payload + 1), 1) == 1
+    assert spool.stats()["dropped_full"] == 8 and spool.take() is None
+    assert logs == ["dropped 7 records: an entry larger than a spool segment (250 bytes)"]
+    for n in range(4):  # entries of max_payload fill the spool: four segments of one entry
+        assert spool.append(b"x" * spool.max_payload, 1) == 0
+    assert spool.stats()["bytes"] == 1000 and len(segments(tmp_path)) == 4
     spool.close()
+
+
+def test_a_spool_that_filled_its_disk_works_again_once_its_entries_are_done(tmp_path):
+    """ENOSPC from the spool's own backlog, on a real file system: once the server has taken the
+    backlog, the space is free again and appends work, without a restart."""
+    with tiny_tmpfs(tmp_path / "fs", "64k") as fs:
+        logs: list[str] = []
+        spool = open_spool(os.path.join(fs, "spool"), logs, max_bytes=1 << 30)  # far more than the disk
+        appended = 0
+        while spool.append(payload(appended, 1000), 1) == 0:
+            appended += 1
+        assert spool.append(payload(appended, 1000), 1) == 1  # still full
+        s = spool.stats()
+        assert 30 < appended < 64 and (s["dropped_io_error"], s["records"]) == (2, appended)
+        assert s["write_errors"] >= 2 and "No space left on device" in logs[0]
+        for entry in take_all(spool):  # the collector is back and takes everything
+            spool.ack(entry.id)
+        assert os.listdir(os.path.join(fs, "spool")) == []  # every file gone, the active segment too
+        for n in range(100):  # more than the disk holds at once: each acked in turn
+            assert spool.append(payload(n, 1000), 1) == 0
+            spool.ack(spool.take().id)
+        assert spool.stats()["dropped_io_error"] == 2
+        spool.close()
+
+
+def test_space_freed_by_others_is_used_again(tmp_path):
+    with tiny_tmpfs(tmp_path / "fs", "64k") as fs:
+        spool = open_spool(os.path.join(fs, "spool"))
+        page = 4096 - HEADER_BYTES  # an entry of a page: the next needs a page more
+        fill(spool, 2, size=page)
+        ballast = fill_up(fs)  # someone else fills the disk
+        assert spool.append(payload(2, page), 3) == 3
+        os.unlink(ballast)
+        assert spool.append(payload(3, page), 4) == 0
+        assert [e.count for e in take_all(spool)] == [1, 2, 4]
+        spool.close()
+        assert len(segments(os.path.join(fs, "spool"))) == 2  # the one written before, and a new one
 
 
 def test_acked_space_is_reused_under_drop_newest(tmp_path):
@@ -332,7 +430,7 @@ def test_write_errors_drop_the_entry_and_are_counted_not_raised(tmp_path, monkey
     spool._abandon()
     reopened = open_spool(tmp_path)
     assert [e.payload for e in take_all(reopened)] == [payload(0), payload(1), payload(4)]
-    assert reopened.stats()["corrupted"] == 0  # the partial entries were cut off
+    assert reopened.stats()["corrupted_entries"] == 0  # the partial entries were cut off
     reopened.close()
 
 
@@ -468,4 +566,69 @@ def test_bad_options_are_refused(tmp_path):
         spool.append("text", 1)
     with pytest.raises(ValueError):
         spool.take(prefer="random")
+    spool.close()
+
+
+def open_in_time(directory, seconds: float = 5.0, **options) -> Spool:
+    """Opens a spool on a thread, failing the test (not hanging it) if that takes too long."""
+    opened: list = []
+    thread = threading.Thread(target=lambda: opened.append(open_spool(directory, **options)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert opened, "opening the spool hung"
+    return opened[0]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda path: os.symlink("/dev/zero", path), "a symbolic link"),
+    (lambda path: os.mkfifo(path), "not a regular file"),
+    (lambda path: os.mkdir(path), "not a regular file"),
+    (lambda path: os.truncate(os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)) or path, (4 << 20) + 1),
+     f"larger than {4 << 20} bytes"),  # sparse
+])
+def test_a_segment_that_is_not_a_regular_file_of_sense_is_refused_and_left_alone(tmp_path, make, reason):
+    name = tmp_path / "00000000000000000007.seg"
+    make(str(name))
+    logs: list[str] = []
+    spool = open_in_time(tmp_path, logs=logs)
+    assert logs == [f"refused {name}: {reason}: left as it is"]
+    s = spool.stats()
+    assert (s["refused_files"], s["records"], s["corrupted_entries"]) == (1, 0, 0)
+    assert spool.append(b"new", 1) == 0
+    assert spool.take().id == 8  # past the refused segment's name
+    spool.close()
+    assert os.path.lexists(name)
+
+
+def test_a_state_log_that_is_a_symlink_is_refused_and_never_written_through(tmp_path):
+    spool = open_spool(tmp_path)
+    fill(spool, 3)
+    spool.ack(spool.take().id)
+    spool.close()
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    victim.write_bytes(b"precious")
+    state = tmp_path / "00000000000000000000.state"
+    state.unlink()
+    state.symlink_to(victim)
+    logs: list[str] = []
+    reopened = open_in_time(tmp_path, logs=logs)
+    assert logs == [f"refused {state}: a symbolic link: left as it is"]
+    assert reopened.stats()["refused_files"] == 1
+    assert [e.id for e in take_all(reopened)] == [0, 1, 2]  # no marks: replayed rather than lost
+    assert reopened.stats()["write_errors"] >= 1  # the D marks could not be written through it
+    reopened.close()
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_segment_swapped_for_a_symlink_after_open_is_refused_when_read_back(tmp_path):
+    logs: list[str] = []
+    spool = open_spool(tmp_path, logs)
+    fill(spool, 2)
+    path = tmp_path / segments(tmp_path)[0]
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    assert spool.take() is None  # both entries unreadable: counted, not handed out
+    s = spool.stats()
+    assert (s["refused_files"], s["dropped_io_error"], s["records"]) == (2, 1 + 2, 0)
+    assert logs == [f"read error: dropped 1 records: {path}: a symbolic link"]
     spool.close()
