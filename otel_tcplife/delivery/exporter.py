@@ -7,46 +7,60 @@ outcome (returns a SendResult, or raises RetryableError / PermanentError). Every
 Flow in memory (no spool): offer() puts items in the queue without blocking. max_in_flight worker
 threads each loop: take up to max_batch items (waiting at most flush_interval) -> encode ->
 send_with_retry each request -> account. So up to max_in_flight requests are in flight, each
-retried on its own.
+retried on its own, until the retry budget (RetryPolicy.max_elapsed) runs out: then its records are
+dropped and counted (dropped_retry_exhausted).
 
 Flow with a Spool (a persistent queue on disk, see spool.py), as the Collector's persistent queue:
 offer() -> memory queue -> ONE spooler thread (take up to max_batch items -> encode -> spool.append
-each request) -> max_in_flight sender threads (spool.take() -> send_with_retry -> spool.ack). A
-request leaves the spool only once its fate is known (delivered, rejected, permanent error, retries
-exhausted); entries left at shutdown, and those of a crash, are sent by the next run (at least once).
+each request; a request larger than the spool's max_payload is encoded again from each half of its
+records, and so on, until every piece fits) -> max_in_flight sender threads (spool.take() ->
+send_with_retry -> spool.ack). A request leaves the spool only once its fate is known (delivered,
+rejected, permanent error), or when the spool's size policy drops it (counted by the spool). The
+spool is there for long outages, so retries never run out: when the retry budget does, the request
+goes back to the spool (spool.release) and its sender waits max_interval, or until another request
+gets through, before it takes one again (so a full spool can still drop the oldest, and a sender
+does not hammer a collector that is down). Entries left at shutdown, and those of a crash, are sent
+by the next run (at least once).
 Fairness while a backlog drains: with max_in_flight > 1, sender 0 takes the NEWEST entry and the
 others the oldest, so live data keeps flowing (one request at a time) while the backlog drains
 oldest-first at a bounded rate: at most max_in_flight - 1 requests of backlog in flight. With
 max_in_flight == 1, delivery is strictly oldest-first and live data waits behind the backlog.
 
-Accounting invariant, exact once shutdown() has returned:
+Accounting invariant, exact in every snapshot (ExporterStats.snapshot), taken at any instant:
 
-    accepted + replayed == exported + rejected + dropped_queue_full + dropped_permanent
-                           + dropped_retry_exhausted + dropped_shutdown
-                           + dropped_spool_full + dropped_spool_io_error + spooled
+    accepted + replayed == exported + rejected + dropped + queued + in_flight + spool_records
 
-`replayed` (records found in the spool at start), `dropped_spool_*` and `spooled` (records left in
-the spool at shutdown, to be sent by the next run: not lost) exist only with a spool. Every record is
-counted exactly once on the right-hand side; no record is lost silently. Until shutdown, the records
-still queued, in flight or in the spool make up the difference. A record delivered before a crash
-but not yet acked is sent again by the next run and counted there in `duplicated` (part of
-`replayed`). Log lines carry counts, reasons and server messages, never payload contents.
+where `dropped` is the sum of the dropped_* counters (dropped_queue_full, dropped_permanent,
+dropped_retry_exhausted, dropped_shutdown, dropped_spool_full, dropped_spool_io_error); `queued`
+counts the records in the memory queue, `in_flight` those taken from it and not yet settled (being
+encoded or sent without a spool; with one, being encoded and spooled: a request being sent from the
+spool is still in `spool_records`). `replayed` (records found in the spool at start),
+`dropped_spool_*`, `spool_records` and `spooled` exist only with a spool. Once shutdown() has
+returned, queued == in_flight == 0 and spool_records == spooled (records left in the spool for the
+next run: not lost). Every record is counted exactly once on the right-hand side; no record is lost
+silently. A snapshot holds every move between those figures still while it reads them (see
+_hold_still): offer() is not slowed down. A record delivered before a crash but not yet acked is
+sent again by the next run and counted there in `duplicated` (part of `replayed`). Records found
+damaged in the spool at start (`corrupted_records`) were counted as `spooled` by the run that wrote
+them, and are not part of this run's figures. Log lines carry counts, reasons and server messages,
+never payload contents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Generic, Literal, TypeVar
+from typing import ContextManager, Generic, Literal, TypeVar
 
 from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
 from .queue import BoundedQueue
 from ..ratelimit import RateLimitedLog, stderr_log
-from .retry import Progress, RetryPolicy, send_with_retry
+from .retry import STOP_CHECK_INTERVAL, Progress, RetryPolicy, send_with_retry
 from .spool import Entry, Spool
 
 T = TypeVar("T")
@@ -82,9 +96,14 @@ class ExporterStats:
     dropped_retry_exhausted: int = 0
     dropped_shutdown: int = 0  # offered after shutdown, or queued or in flight at the shutdown deadline
     spooled: int = 0  # records left in the spool at shutdown, for the next run (with a spool only)
+    # A gauge: records taken from the queue and not yet settled (module docstring). Every change to it
+    # goes in one add() with the counter its records move to, e.g. add(exported=9, in_flight=-9).
+    in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _queued: Callable[[], int] = field(default=lambda: 0, init=False, repr=False, compare=False)
     _spool: Callable[[], dict] | None = field(default=None, init=False, repr=False, compare=False)
+    _still: Callable[[], ContextManager] = field(default=contextlib.nullcontext, init=False, repr=False,
+                                                 compare=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -99,16 +118,23 @@ class ExporterStats:
         """Where the spool figures of snapshot() come from (QueuedExporter binds its spool's stats)."""
         self._spool = spool_stats
 
+    def bind_still(self, still: Callable[[], ContextManager]) -> None:
+        """A context in which no record moves between the figures of snapshot(), so that they balance
+        (QueuedExporter binds its _hold_still)."""
+        self._still = still
+
     def snapshot(self) -> dict[str, int | float]:
-        """The counters, plus `queued` (a gauge) and `dropped` (the sum of the dropped_* counters).
-        With a spool bound, also `spooled` and the spool's figures (see _SPOOL_KEYS); without, neither."""
-        with self._lock:
-            counters = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        counters["queued"] = self._queued()
-        if self._spool is None:
+        """The counters, plus the gauges `in_flight` and `queued`, and `dropped` (the sum of the
+        dropped_* counters). With a spool bound, also `spooled` and the spool's figures (see
+        _SPOOL_KEYS); without, neither. The figures balance (module docstring)."""
+        with self._still():
+            with self._lock:
+                counters = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+            counters["queued"] = self._queued()
+            spool = self._spool() if self._spool is not None else None
+        if spool is None:
             del counters["spooled"]
         else:
-            spool = self._spool()
             counters.update({name: spool[key] for key, name in _SPOOL_KEYS.items()})
         counters["dropped"] = sum(v for k, v in counters.items() if k.startswith("dropped_"))
         return counters
@@ -124,7 +150,8 @@ class _InFlight:
     """The records workers have taken from the queue and not yet accounted for, by batch.
 
     close() (at the shutdown deadline) counts them all as dropped_shutdown. A worker that reports on
-    its batch after that finds it gone and counts nothing, so no record is counted twice.
+    its batch after that finds it gone and counts nothing, so no record is counted twice. Whatever
+    accounts for records takes them off the stats' in_flight gauge in the same add().
     """
 
     def __init__(self, stats: ExporterStats):
@@ -138,7 +165,7 @@ class _InFlight:
         """Registers a batch; None (and its records counted as dropped_shutdown) when closed."""
         with self._lock:
             if self._closed:
-                self._stats.add(dropped_shutdown=records)
+                self._stats.add(dropped_shutdown=records, in_flight=-records)
                 return None
             batch = next(self._ids)
             self._held[batch] = records
@@ -149,8 +176,9 @@ class _InFlight:
         with self._lock:
             if batch not in self._held:
                 return  # shutdown counted them already
-            self._held[batch] -= sum(counts.values())
-            self._stats.add(**counts)
+            settled = sum(counts.values())
+            self._held[batch] -= settled
+            self._stats.add(in_flight=-settled, **counts)
 
     def release(self, batch: int) -> int:
         """Forgets a batch; returns how many of its records were never accounted for."""
@@ -161,7 +189,8 @@ class _InFlight:
         """Counts everything still held as dropped_shutdown; later batches are counted so on arrival."""
         with self._lock:
             self._closed = True
-            self._stats.add(dropped_shutdown=sum(self._held.values()))
+            held = sum(self._held.values())
+            self._stats.add(dropped_shutdown=held, in_flight=-held)
             self._held.clear()
 
 
@@ -211,6 +240,7 @@ class QueuedExporter(Generic[T]):
 
         self._queue: BoundedQueue[T] = BoundedQueue(queue_capacity)
         self.stats.bind_queue(self._queue.__len__)
+        self.stats.bind_still(self._hold_still)
         self._in_flight = _InFlight(self.stats)
         # One worker at a time waits in take(), so a trickle of records becomes one request per
         # flush_interval rather than one per worker; the others are sending meanwhile.
@@ -263,18 +293,20 @@ class QueuedExporter(Generic[T]):
         """Queues items without blocking; when the queue is full the oldest records are dropped."""
         if not items:
             return
-        with self._lock:
+        with self._lock:  # counted under the lock too, so that a snapshot sees them queued and accepted
             closing = self._closing
             dropped = len(items) if closing else self._queue.put_many(items)
+            if closing:
+                self.stats.add(accepted=len(items), dropped_shutdown=dropped)
+            elif dropped:
+                self.stats.add(accepted=len(items), dropped_queue_full=dropped)
+            else:
+                self.stats.add(accepted=len(items))
         if closing:
-            self.stats.add(accepted=len(items), dropped_shutdown=dropped)
             self._warn("offer_closed", dropped, "shutting down: dropped {n} records offered late")
         elif dropped:
-            self.stats.add(accepted=len(items), dropped_queue_full=dropped)
             self._warn("queue_full", dropped, f"queue full ({self._queue.capacity} records): "
                                               "dropped the oldest {n} records")
-        else:
-            self.stats.add(accepted=len(items))
 
     def shutdown(self, timeout: float) -> None:
         """Stops accepting and drains the queue, retrying only until now + timeout.
@@ -301,12 +333,29 @@ class QueuedExporter(Generic[T]):
         dropped_before = self.stats.dropped_shutdown
         self._join_workers(deadline)
         self._in_flight.close()
-        while leftover := self._queue.take(self._queue.capacity, 0):
-            self.stats.add(dropped_shutdown=len(leftover))
+        self._drop_queued()
         self._warn.flush()
         undelivered = self.stats.dropped_shutdown - dropped_before
         if undelivered:
             self._log(f"shutdown: {undelivered} records not delivered by the deadline")
+
+    def _drop_queued(self) -> None:
+        """Counts what is left in the queue as dropped_shutdown (as it is taken: see _hold_still)."""
+        while self._queue.take(self._queue.capacity, 0, lambda n: self.stats.add(dropped_shutdown=n)):
+            pass
+
+    @contextlib.contextmanager
+    def _hold_still(self):
+        """Holds every move of records between the figures of a snapshot: offer() counts under _lock,
+        a take from the queue under the queue's lock (on_take), a spool append or ack under _account;
+        the rest in one stats.add(). (The order of the locks, here as everywhere: _lock, the queue's,
+        _account, then the spool's or the stats'.)"""
+        with self._lock, self._queue.lock, self._account:
+            yield
+
+    def _took(self, count: int) -> None:
+        """on_take of the workers' takes: the records are now in flight."""
+        self.stats.add(in_flight=count)
 
     def _join_workers(self, deadline: float) -> None:
         """Waits for the workers until the deadline, then ends retry waits and gives them a moment."""
@@ -325,15 +374,14 @@ class QueuedExporter(Generic[T]):
         if not self._spooler_started:  # never started: flush the queue into the spool from here
             self._spool_work()
         self._join_workers(deadline)
+        self._drop_queued()  # (nothing is left, unless the spooler is stuck: what it takes, it counts)
         with self._account:
             # Take stock. A worker still busy (a sender ignoring its timeout) counts nothing from now on.
             self._settled = True
             dropped = self._spooling  # a spooler stuck in encode past the grace
             self._spooling = 0
-            while leftover := self._queue.take(self._queue.capacity, 0):
-                dropped += len(leftover)
             spooled = self._spool.stats()["records"]
-            self.stats.add(dropped_shutdown=dropped, spooled=spooled)
+            self.stats.add(dropped_shutdown=dropped, in_flight=-dropped, spooled=spooled)
             self._spool.close()
         self._warn.flush()
         undelivered = self.stats.dropped_shutdown - dropped_before
@@ -347,7 +395,7 @@ class QueuedExporter(Generic[T]):
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._take_lock:
-                items = self._queue.take(self._max_batch, self._flush_interval)
+                items = self._queue.take(self._max_batch, self._flush_interval, self._took)
             if items:
                 self._deliver(items)
             elif self._queue.closed and not len(self._queue):
@@ -371,7 +419,7 @@ class QueuedExporter(Generic[T]):
         # Safety net: whatever the code above failed to account for is counted, not lost.
         unaccounted = self._in_flight.release(batch)
         if unaccounted:
-            self.stats.add(dropped_permanent=unaccounted)
+            self.stats.add(dropped_permanent=unaccounted, in_flight=-unaccounted)
             self._log(f"dropped {unaccounted} records that were not accounted for (a bug)")
 
     # Worker side, with a spool.
@@ -386,7 +434,7 @@ class QueuedExporter(Generic[T]):
         """The spooler: memory queue -> encode -> spool, until the queue is closed and empty."""
         try:
             while not self._stop.is_set():
-                items = self._queue.take(self._max_batch, self._flush_interval)
+                items = self._queue.take(self._max_batch, self._flush_interval, self._took)
                 if items:
                     self._spool_batch(items)
                 elif self._queue.closed and not len(self._queue):
@@ -399,17 +447,20 @@ class QueuedExporter(Generic[T]):
     def _spool_batch(self, items: list[T]) -> None:
         with self._account:
             if self._settled:
-                self.stats.add(dropped_shutdown=len(items))
+                self.stats.add(dropped_shutdown=len(items), in_flight=-len(items))
                 return
             self._spooling = len(items)
         try:
             requests = self._encode_checked(items, need_bytes=True)
+            if requests is not None:
+                requests = self._fit(items, requests)
             for payload, count in requests or ():
                 with self._account:
                     if self._settled:
                         return  # shutdown counted what we hold as dropped_shutdown
                     self._spool.append(payload, count)  # the spool counts what it drops
                     self._spooling -= count
+                    self.stats.add(in_flight=-count)
                 with self._spool_ready:
                     self._appended += 1
                     self._spool_ready.notify()
@@ -419,8 +470,27 @@ class QueuedExporter(Generic[T]):
             with self._account:
                 # Encode failed (requests is None, already logged), or the code above has a bug.
                 if self._spooling and not self._settled:
-                    self.stats.add(dropped_permanent=self._spooling)
+                    self.stats.add(dropped_permanent=self._spooling, in_flight=-self._spooling)
                 self._spooling = 0
+
+    def _fit(self, items: list[T], requests: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+        """The requests, each no larger than the spool takes: one that is larger is encoded again from
+        each half of its records (requests cover the items in order), and so on. A record too large on
+        its own is left for the spool to drop and count; a half that fails to encode is left out (logged
+        by _encode_checked, counted by the caller as dropped_permanent)."""
+        limit = self._spool.max_payload
+        fitted: list[tuple[bytes, int]] = []
+        start = 0
+        for payload, count in requests:
+            part, start = items[start:start + count], start + count
+            if len(payload) <= limit or count == 1:
+                fitted.append((payload, count))
+                continue
+            for half in (part[:count // 2], part[count // 2:]):
+                smaller = self._encode_checked(half, need_bytes=True)
+                if smaller is not None:
+                    fitted += self._fit(half, smaller)
+        return fitted
 
     def _send_spooled(self, prefer: Literal["oldest", "newest"]) -> None:
         """A sender: spool.take(prefer) -> send -> ack, until the deadline or the spool is drained
@@ -430,7 +500,8 @@ class QueuedExporter(Generic[T]):
                 appended, spooler_done = self._appended, self._spooler_done
             entry = self._spool.take(prefer)
             if entry is not None:
-                self._send_entry(entry)
+                if not self._send_entry(entry):
+                    self._pause()
             elif spooler_done:
                 return  # no more appends will come, and nothing is left to take
             else:
@@ -438,20 +509,30 @@ class QueuedExporter(Generic[T]):
                     if self._appended == appended and not self._spooler_done and not self._stop.is_set():
                         self._spool_ready.wait(1.0)
 
-    def _send_entry(self, entry: Entry) -> None:
+    def _send_entry(self, entry: Entry) -> bool:
+        """Sends an entry and acks it; False if it went back to the spool undelivered instead."""
         try:
-            counts = self._send_request(entry.payload, entry.count)
+            counts = self._send_request(entry.payload, entry.count, keep=True)
         except Exception as error:  # a bug (perhaps in a log function): the sender must survive it
             self._log(f"unexpected {type(error).__name__} while sending a request")
             counts = {"dropped_permanent": entry.count}  # not retried: the bug would recur
         with self._account:
             if self._settled:
-                return  # too late to count: it stays in the spool, counted as spooled
-            if counts is None:  # cut short by shutdown: for the next run
+                return True  # too late to count: it stays in the spool, counted as spooled
+            if counts is None:  # retries ran out, or shutdown cut them short: sent again later
                 self._spool.release(entry.id)
-            else:
-                self._spool.ack(entry.id)
-                self.stats.add(**counts)
+                return False
+            self._spool.ack(entry.id)
+            self.stats.add(**counts)
+            return True
+
+    def _pause(self) -> None:
+        """After a request went back to the spool: waits max_interval before taking one again, or
+        until another request got through (the collector is back), or shutdown."""
+        seen = self._progress.successes
+        end = time.monotonic() + self._retry.max_interval
+        while self._progress.successes == seen and not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            self._progress.wait(min(left, STOP_CHECK_INTERVAL))
 
     # Encoding and sending, shared.
 
@@ -476,9 +557,10 @@ class QueuedExporter(Generic[T]):
                     return None
         return requests
 
-    def _send_request(self, payload: object, records: int) -> dict[str, int] | None:
+    def _send_request(self, payload: object, records: int, keep: bool = False) -> dict[str, int] | None:
         """Sends one request, retrying; returns the counters its records go to (e.g. exported=97,
-        rejected=3), or None when shutdown cut it short before its fate was known."""
+        rejected=3), or None when shutdown cut it short before its fate was known, or, with `keep`
+        (a request from the spool), when the retries ran out."""
         if self._stop.is_set() or self._past_deadline():
             return None
         attempts = 0
@@ -505,6 +587,10 @@ class QueuedExporter(Generic[T]):
         except RetryExhausted as error:
             if error.cause != "max_elapsed":
                 return None  # shutdown cut the retries short; shutdown() reports the total
+            if keep:
+                self._warn("kept", records, "retries exhausted: {n} records kept in the spool, to be sent "
+                           "again", error.last.reason)
+                return None
             self._warn("exhausted", records, "dropped {n} records: retries exhausted", error.last.reason)
             return {"dropped_retry_exhausted": records}
         except Exception as error:  # a bug in send, or an unclassified error: never kill the worker
@@ -512,6 +598,9 @@ class QueuedExporter(Generic[T]):
             return {"dropped_permanent": records}
         if rejected:
             self._warn("partial", rejected, "server rejected {n} records (partial success)", result.message)
+        elif result.message:  # the specification's way for a server to warn: the client must tell
+            self._warn("partial_warning", 1, "server accepted {n} requests with a warning (partial success)",
+                       result.message)
         return {"exported": records - rejected, "rejected": rejected}
 
     def _past_deadline(self) -> bool:

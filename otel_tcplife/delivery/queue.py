@@ -7,6 +7,8 @@ Invariants:
     Each item handed to put_many is either queued or counted in its return value, never both.
   * Items come out in the order they went in; each item comes out of take() at most once.
   * After close() nothing more is added, and take() no longer waits: it hands out what is left.
+  * take(on_take=f) calls f(count) under the queue's lock, so the caller can count the items where
+    they went without an instant in which they are neither queued nor counted (see `lock`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -50,11 +52,12 @@ class BoundedQueue(Generic[T]):
                 self._ready.notify_all()
             return skipped + evicted
 
-    def take(self, max_items: int, max_wait: float) -> list[T]:
+    def take(self, max_items: int, max_wait: float, on_take: Callable[[int], None] | None = None) -> list[T]:
         """Removes and returns up to max_items, oldest first.
 
         Returns as soon as max_items are available, else after max_wait seconds with what is there
         (possibly nothing). After close() it does not wait: it returns what is left, up to max_items.
+        on_take(count), if given, is called under the lock when count > 0 items are taken.
         """
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
@@ -70,13 +73,21 @@ class BoundedQueue(Generic[T]):
             finally:
                 self._waiting.remove(max_items)
             count = min(max_items, len(self._items))
-            return [self._items.popleft() for _ in range(count)]
+            taken = [self._items.popleft() for _ in range(count)]
+            if count and on_take is not None:
+                on_take(count)
+            return taken
 
     def close(self) -> None:
         """Stops accepting items and wakes every waiting take(); what is queued can still be taken."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+    @property
+    def lock(self) -> threading.Condition:
+        """Held (`with queue.lock:`), nothing enters or leaves the queue."""
+        return self._ready
 
     @property
     def closed(self) -> bool:

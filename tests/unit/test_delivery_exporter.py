@@ -39,14 +39,19 @@ def delivered(sender: FakeSender) -> list[str]:
     return [record for payload in sender.delivered for record in payload]
 
 
-def assert_accounted(stats: ExporterStats) -> dict[str, int]:
-    """The accounting invariant; returns the snapshot for further checks."""
-    s = stats.snapshot()
+def assert_balanced(s: dict) -> None:
+    """The accounting invariant of any snapshot, taken at any instant."""
     dropped = (s["dropped_queue_full"] + s["dropped_permanent"] + s["dropped_retry_exhausted"]
                + s["dropped_shutdown"])
-    assert s["accepted"] == s["exported"] + s["rejected"] + dropped, s
-    assert s["dropped"] == dropped
-    assert s["queued"] == 0
+    assert s["dropped"] == dropped, s
+    assert s["accepted"] == s["exported"] + s["rejected"] + dropped + s["queued"] + s["in_flight"], s
+
+
+def assert_accounted(stats: ExporterStats) -> dict[str, int]:
+    """The accounting invariant after shutdown: nothing left queued or in flight; returns the snapshot."""
+    s = stats.snapshot()
+    assert_balanced(s)
+    assert s["queued"] == 0 and s["in_flight"] == 0, s
     return s
 
 
@@ -109,6 +114,66 @@ def test_partial_success_counts_rejected_records_and_is_not_retried():
     assert (s["rejected"], s["exported"], s["retries"]) == (3, 27, 0)
     assert len(sender.calls) == 3
     assert logs == ["server rejected 3 records (partial success): 3 records had an invalid trace id"]
+
+
+def test_a_partial_success_with_only_a_warning_is_logged_rate_limited():
+    sender = FakeSender([SendResult(message="attribute dropped: too long")] * 3)
+    exp, logs = exporter(sender, max_in_flight=1, max_batch=10)
+    exp.offer(records(40))
+    exp.start()
+    exp.shutdown(5.0)
+    s = assert_accounted(exp.stats)
+    assert (s["exported"], s["rejected"], s["retries"]) == (40, 0, 0)
+    # One line at once, the two held back within LOG_INTERVAL summed at shutdown.
+    assert logs == ["server accepted 1 requests with a warning (partial success): attribute dropped: too long",
+                    "server accepted 2 requests with a warning (partial success): attribute dropped: too long"]
+    assert_no_payload_in(logs)
+
+
+def test_a_snapshot_balances_while_a_request_is_in_flight():
+    sending, release = threading.Event(), threading.Event()
+
+    def slow_send(payload, timeout):
+        sending.set()
+        release.wait(5.0)
+        return SendResult()
+
+    exp, _ = exporter(slow_send, max_in_flight=1, max_batch=10)
+    exp.offer(records(25))
+    exp.start()
+    assert sending.wait(5.0)
+    s = exp.stats.snapshot()
+    assert_balanced(s)
+    assert (s["in_flight"], s["queued"], s["exported"]) == (10, 15, 0)  # one batch being sent
+    release.set()
+    exp.shutdown(5.0)
+    assert assert_accounted(exp.stats)["exported"] == 25
+
+
+def test_every_snapshot_balances_while_records_move():
+    """Snapshots taken on another thread than offer(), while workers take, send, retry and drop."""
+    sender = FakeSender([RetryableError("UNAVAILABLE"), PermanentError("INVALID_ARGUMENT"),
+                         SendResult(rejected=2, message="over quota")] * 30, delay=0.0005)
+    exp, _ = exporter(sender, queue_capacity=200, max_batch=7, max_in_flight=3, flush_interval=0.001)
+    exp.start()
+    done = threading.Event()
+    snapshots: list[dict] = []
+
+    def watch():
+        while not done.is_set():
+            snapshots.append(exp.stats.snapshot())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for start in range(0, 3000, 30):
+        exp.offer(records(30, start))
+    exp.shutdown(5.0)
+    done.set()
+    watcher.join()
+    for s in snapshots:
+        assert_balanced(s)
+    assert any(s["in_flight"] for s in snapshots) and any(s["queued"] for s in snapshots)
+    assert assert_accounted(exp.stats)["accepted"] == 3000
 
 
 def test_records_are_dropped_when_retries_are_exhausted():
@@ -384,7 +449,7 @@ def test_stats_snapshot_has_the_gauge_and_the_total():
     s = stats.snapshot()
     assert s["queued"] == 5 and s["dropped"] == 6
     assert set(s) == {"accepted", "exported", "retries", "rejected", "dropped_queue_full", "dropped_permanent",
-                      "dropped_retry_exhausted", "dropped_shutdown", "queued", "dropped"}
+                      "dropped_retry_exhausted", "dropped_shutdown", "in_flight", "queued", "dropped"}
 
 
 OUTCOMES = st.sampled_from([

@@ -172,3 +172,21 @@ def test_a_batch_larger_than_capacity_keeps_its_newest_items():
 def test_capacity_must_be_positive(capacity):
     with pytest.raises(ValueError):
         BoundedQueue(capacity)
+
+
+def test_on_take_is_told_what_was_taken_while_the_lock_is_held():
+    queue = BoundedQueue(10)
+    queue.put_many([1, 2, 3])
+    seen: list[tuple[int, int, bool]] = []  # (count, left in the queue, could another thread lock it)
+
+    def on_take(count):
+        free: list[bool] = []
+        other = threading.Thread(target=lambda: free.append(queue.lock.acquire(timeout=0.05)))
+        other.start()
+        other.join()
+        seen.append((count, len(queue), free[0]))
+
+    assert queue.take(2, 0, on_take) == [1, 2]
+    assert queue.take(5, 0.01, on_take) == [3]
+    assert queue.take(5, 0.01, on_take) == []  # nothing taken: not called
+    assert seen == [(2, 1, False), (1, 0, False)]

@@ -48,12 +48,19 @@ def spooled_exporter(directory, send, *, spool_options=None, **options) -> tuple
     return QueuedExporter("test", encode, send, log=logs.append, spool=spool, **options), logs
 
 
+def assert_balanced(s: dict) -> None:
+    """The accounting invariant of any snapshot, taken at any instant."""
+    dropped = sum(v for k, v in s.items() if k.startswith("dropped_"))
+    assert s["dropped"] == dropped, s
+    assert (s["accepted"] + s["replayed"] ==
+            s["exported"] + s["rejected"] + dropped + s["queued"] + s["in_flight"] + s["spool_records"]), s
+
+
 def assert_accounted(stats: ExporterStats) -> dict:
     """The accounting invariant after shutdown; returns the snapshot for further checks."""
     s = stats.snapshot()
-    dropped = sum(v for k, v in s.items() if k.startswith("dropped_"))
-    assert s["accepted"] + s["replayed"] == s["exported"] + s["rejected"] + dropped + s["spooled"], s
-    assert s["dropped"] == dropped and s["queued"] == 0
+    assert_balanced(s)
+    assert s["queued"] == 0 and s["in_flight"] == 0, s
     assert s["spool_records"] == s["spooled"]  # what is left in the spool is exactly what was counted
     return s
 
@@ -63,6 +70,39 @@ def wait_until(condition, timeout: float = 2.0) -> None:
     while not condition():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.002)
+
+
+def test_every_snapshot_balances_while_records_move(tmp_path):
+    sender = FakeSender([RetryableError("UNAVAILABLE"), PermanentError("INVALID_ARGUMENT"),
+                         SendResult(rejected=2, message="over quota")] * 20, delay=0.0005)
+
+    def slow_encode(items):  # so that snapshots see records between the queue and the spool
+        time.sleep(0.0005)
+        return encode(items)
+
+    logs: list[str] = []
+    spool = Spool(str(tmp_path), max_bytes=20000, fsync="never", log=logs.append)
+    exp = QueuedExporter("test", slow_encode, sender, log=logs.append, spool=spool, retry=FAST_RETRY, max_batch=7,
+                         max_in_flight=3, flush_interval=0.001, queue_capacity=200)
+    exp.start()
+    done = threading.Event()
+    snapshots: list[dict] = []
+
+    def watch():
+        while not done.is_set():
+            snapshots.append(exp.stats.snapshot())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for start in range(0, 3000, 30):
+        exp.offer(records(30, start))
+    exp.shutdown(5.0)
+    done.set()
+    watcher.join()
+    for s in snapshots:
+        assert_balanced(s)
+    assert any(s["in_flight"] for s in snapshots) and any(s["spool_records"] for s in snapshots)
+    assert assert_accounted(exp.stats)["accepted"] == 3000
 
 
 def test_every_record_is_delivered_once_when_the_sender_comes_back(tmp_path):
@@ -178,15 +218,73 @@ def test_failed_requests_leave_the_spool_and_are_counted_as_before(tmp_path):
     again.shutdown(1.0)
 
 
-def test_retries_exhausted_leave_the_spool(tmp_path):
+SHORT_BUDGET = RetryPolicy(initial_interval=0.01, max_interval=0.05, max_elapsed=0.05)
+
+
+def test_an_outage_longer_than_the_retry_budget_keeps_the_records_in_the_spool(tmp_path):
     sender = FakeSender(then=RetryableError("UNAVAILABLE"))
-    exp, _ = spooled_exporter(tmp_path, sender, retry=RetryPolicy(initial_interval=0.01, max_interval=0.01,
-                                                                   max_elapsed=0.05))
+    exp, logs = spooled_exporter(tmp_path, sender, retry=SHORT_BUDGET, max_batch=10, max_in_flight=2)
     exp.offer(records(20))
     exp.start()
-    exp.shutdown(5.0)
+    time.sleep(0.5)  # ten retry budgets
+    exp.shutdown(0.2)
     s = assert_accounted(exp.stats)
-    assert (s["dropped_retry_exhausted"], s["spooled"]) == (20, 0)
+    assert (s["dropped"], s["spooled"], s["exported"]) == (0, 20, 0)
+    assert any(line.startswith("retries exhausted: 10 records kept in the spool, to be sent again: UNAVAILABLE")
+               for line in logs)
+    # Paused between budgets (max_interval): a few attempts per budget, not a busy loop.
+    assert len(sender.calls) < 2 * 0.7 / 0.01
+    assert not [line for line in logs if "secret" in line]
+
+    up = FakeSender()
+    again, _ = spooled_exporter(tmp_path, up)
+    again.start()
+    again.shutdown(5.0)
+    assert sorted(delivered(up)) == sorted(records(20))
+
+
+def test_records_kept_past_the_retry_budget_go_once_the_collector_is_back(tmp_path):
+    back = threading.Event()
+
+    def collector(payload, timeout):
+        if not back.is_set():
+            raise RetryableError("UNAVAILABLE")
+        return sender(payload, timeout)
+
+    sender = FakeSender()
+    exp, _ = spooled_exporter(tmp_path, collector, retry=RetryPolicy(initial_interval=0.01, max_interval=0.2,
+                                                                    max_elapsed=0.05), max_batch=10, max_in_flight=3)
+    exp.offer(records(50))
+    exp.start()
+    time.sleep(0.5)
+    back.set()
+    wait_until(lambda: len(delivered(sender)) == 50, timeout=2.0)  # within a pause (0.2 s), then all at once
+    exp.shutdown(1.0)
+    s = assert_accounted(exp.stats)
+    assert (s["exported"], s["dropped"], s["spooled"]) == (50, 0, 0)
+
+
+def test_with_no_retries_a_spooled_request_is_tried_again_each_max_interval_not_in_a_loop(tmp_path):
+    sender = FakeSender(then=RetryableError("UNAVAILABLE"))
+    exp, _ = spooled_exporter(tmp_path, sender, retry=RetryPolicy(initial_interval=0.01, max_interval=0.1,
+                                                                   max_elapsed=0), max_batch=10, max_in_flight=2)
+    exp.offer(records(20))
+    exp.start()
+    time.sleep(0.5)
+    exp.shutdown(0.1)
+    assert len(sender.calls) <= 2 * (0.6 / 0.1 + 1)  # one attempt a sender each max_interval
+    assert assert_accounted(exp.stats)["spooled"] == 20
+
+
+def test_a_permanent_error_still_drops_with_a_spool(tmp_path):
+    sender = FakeSender([PermanentError("INVALID_ARGUMENT")], then=RetryableError("UNAVAILABLE"))
+    exp, _ = spooled_exporter(tmp_path, sender, retry=SHORT_BUDGET, max_batch=10, max_in_flight=1)
+    exp.offer(records(20))
+    exp.start()
+    time.sleep(0.2)
+    exp.shutdown(0.1)
+    s = assert_accounted(exp.stats)
+    assert (s["dropped_permanent"], s["dropped_retry_exhausted"], s["spooled"]) == (10, 0, 10)
 
 
 def test_an_exporter_never_started_spools_its_queue(tmp_path):
@@ -232,6 +330,37 @@ def test_write_errors_drop_and_count_without_stopping_delivery(tmp_path, monkeyp
     assert any(line.startswith("write error: dropped 10 records") for line in logs)
 
 
+def test_requests_too_big_for_a_small_spool_are_split_to_fit(tmp_path):
+    sender = FakeSender(then=RetryableError("UNAVAILABLE"))
+    # 1000 bytes: segments (and entries) of 250 bytes; a request of 50 records is ~450 bytes.
+    exp, logs = spooled_exporter(tmp_path, sender, retry=SLOW_RETRY, max_batch=50, max_in_flight=1,
+                                 spool_options={"max_bytes": 1000, "full_policy": "drop_newest"})
+    exp.offer(records(50))
+    exp.start()
+    exp.shutdown(0.2)
+    s = assert_accounted(exp.stats)
+    assert (s["spooled"], s["dropped"]) == (50, 0)
+    assert not [line for line in logs if "larger" in line or "dropped" in line]
+
+    up = FakeSender()
+    again, _ = spooled_exporter(tmp_path, up, spool_options={"max_bytes": 1000})
+    again.start()
+    again.shutdown(5.0)
+    assert sorted(delivered(up)) == sorted(records(50))
+    assert all(len(payload) <= 250 - spool_module.HEADER_BYTES for payload in up.delivered)
+
+
+def test_a_record_too_big_for_the_spool_on_its_own_is_dropped_and_counted(tmp_path):
+    sender = FakeSender()
+    exp, logs = spooled_exporter(tmp_path, sender, max_batch=10, spool_options={"max_bytes": 1000})
+    exp.offer(["x" * 300] + records(9))
+    exp.start()
+    exp.shutdown(5.0)
+    s = assert_accounted(exp.stats)
+    assert (s["dropped_spool_full"], s["exported"]) == (1, 9)
+    assert "dropped 1 records: an entry larger than a spool segment (250 bytes)" in logs
+
+
 def test_a_payload_that_is_not_bytes_cannot_be_spooled(tmp_path):
     spool = Spool(str(tmp_path), max_bytes=1 << 20)
     logs: list[str] = []
@@ -248,7 +377,7 @@ def test_snapshot_has_the_spool_figures(tmp_path):
     exp, _ = spooled_exporter(tmp_path, FakeSender())
     assert set(exp.stats.snapshot()) == {
         "accepted", "exported", "retries", "rejected", "dropped_queue_full", "dropped_permanent",
-        "dropped_retry_exhausted", "dropped_shutdown", "queued", "dropped", "spooled", "spool_records",
+        "dropped_retry_exhausted", "dropped_shutdown", "in_flight", "queued", "dropped", "spooled", "spool_records",
         "spool_bytes", "spool_oldest_age_s", "replayed", "duplicated", "corrupted_entries", "corrupted_records",
         "dropped_spool_full", "dropped_spool_io_error", "spool_write_errors", "spool_refused_files"}
     exp.shutdown(0.0)
