@@ -6,7 +6,9 @@ the compiled object, so the two cannot drift apart silently.
 
 from __future__ import annotations
 
+import operator
 import struct
+from typing import Callable
 
 TASK_COMM_LEN = 16
 MAX_PORTS = 16
@@ -37,6 +39,23 @@ EVENT_FIELDS = (
     ("comm", f"{TASK_COMM_LEN}s"),
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
+# The probe hands events over as plain tuples (EVENT.unpack): these names say what each position holds.
+EVENT_NAMES = tuple(name for name, _ in EVENT_FIELDS)
+EVENT_CODES = dict(EVENT_FIELDS)  # name -> struct code: its C type, so the range of its values
+# A for loop's target naming every field of an event, for code generated over events:
+# `for birth_ns, close_ns, ... in events:` (unpacking costs less than indexing a tuple by name).
+EVENT_TARGET = ", ".join(EVENT_NAMES)
+
+
+def pack_event(**fields) -> bytes:
+    """The bytes of struct event, from every field by name (tests and benchmarks)."""
+    return EVENT.pack(*(fields[name] for name in EVENT_NAMES))
+
+
+def event_getter(*names: str) -> Callable[[tuple], tuple]:
+    """event tuple -> the named fields' values, in the order asked for (two names or more: a tuple)."""
+    return operator.itemgetter(*(EVENT_NAMES.index(name) for name in names))
+
 
 # struct probe_config
 PROBE_CONFIG_FIELDS = (

@@ -30,6 +30,19 @@ class Session(NamedTuple):
         return self.close_ns - self.birth_ns
 
 
+# The event field (abi.EVENT_NAMES) each Session field comes from: the one of the same name, except these.
+EVENT_FIELD = {"laddr": "saddr", "lport": "sport", "raddr": "daddr", "rport": "dport"}
+# Session fields decoded from the event's bytes: addresses (address_text) and the comm (comm_text).
+# The others are the event's numbers as they are.
+ADDRESS_FIELDS = frozenset({"laddr", "raddr"})
+COMM_FIELD = "comm"
+
+
+def event_field(name: str) -> str:
+    """The event field a Session field comes from."""
+    return EVENT_FIELD.get(name, name)
+
+
 def address_text(family: int, raw: bytes) -> str:
     """An event's address (16 bytes, IPv4 in the first 4) as text."""
     if family == 4:
@@ -78,6 +91,10 @@ def port_cache(make: Callable[[int], object] = str) -> Formatted:
     return Formatted(make, limit=1 << 16)
 
 
+# An event's fields in Session order.
+_SESSION_ORDER = abi.event_getter(*map(event_field, Session._fields))
+
+
 class Decoder:
     """Turns raw event records into Sessions (the readable form: RecordBuilder, tests)."""
 
@@ -89,18 +106,21 @@ class Decoder:
         """abi.EVENT tuples (as the probe reads them) -> Sessions."""
         ipv4, ipv6, comms = self._ipv4, self._ipv6, self._comms
         sessions = []
-        for (birth, close, tx, rx, saddr, daddr, pid, error, sport, dport, family, role,
-             oldstate, owner, comm) in events:
+        for (pid, comm, family, saddr, sport, daddr, dport, tx_bytes, rx_bytes, birth_ns, close_ns, role, error,
+             oldstate, owner) in map(_SESSION_ORDER, events):
             addresses = ipv4 if family == 4 else ipv6
             sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
-                                    tx, rx, birth, close, role, error, oldstate, owner))
+                                    tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner))
         return sessions
 
 
 def as_events(sessions: Iterable[Session]) -> list[tuple]:
     """Decoder.decode's inverse, for tests and benchmarks: Sessions as the probe reads them
     (abi.EVENT tuples), the comm cut to 16 bytes as the kernel's is."""
-    return [abi.EVENT.unpack(abi.EVENT.pack(
-        s.birth_ns, s.close_ns, s.tx_bytes, s.rx_bytes, address_bytes(s.family, s.laddr),
-        address_bytes(s.family, s.raddr), s.pid, s.error, s.lport, s.rport, s.family, s.role, s.oldstate,
-        s.owner, s.comm.encode())) for s in sessions]
+    events = []
+    for s in sessions:
+        fields = {event_field(name): value for name, value in s._asdict().items()}
+        fields.update(saddr=address_bytes(s.family, s.laddr), daddr=address_bytes(s.family, s.raddr),
+                      comm=s.comm.encode())
+        events.append(abi.EVENT.unpack(abi.pack_event(**fields)))
+    return events

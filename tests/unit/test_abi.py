@@ -82,3 +82,13 @@ def test_pack_config_zero_terminates_and_refuses_to_truncate():
     assert values[-1] == 4096
     with pytest.raises(ValueError):
         abi.pack_config(0, 0, tuple(range(1, abi.MAX_PORTS + 2)), ())
+
+
+def test_events_are_read_and_written_by_field_name():
+    fields = {name: i + 1 for i, name in enumerate(abi.EVENT_NAMES)}
+    fields.update(saddr=b"s" * 16, daddr=b"d" * 16, comm=b"c" * abi.TASK_COMM_LEN)
+    event = abi.EVENT.unpack(abi.pack_event(**fields))
+    assert dict(zip(abi.EVENT_NAMES, event)) == fields
+    assert abi.event_getter("comm", "pid", "sport")(event) == (fields["comm"], fields["pid"], fields["sport"])
+    assert abi.EVENT_TARGET.split(", ") == list(abi.EVENT_NAMES)
+    assert abi.EVENT_CODES["sport"] == "H"
