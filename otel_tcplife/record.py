@@ -1,36 +1,23 @@
-"""SessionRecord: a closed session as OpenTelemetry sees it (the record contract).
+"""SessionRecord: a closed session as OpenTelemetry sees it; RecordBuilder makes it from the contract.
 
-RecordBuilder is the contract in readable form, from decoded Sessions. The
-outputs write the same records straight from the probe's events, through
-f-strings and precomputed bytes (NDJSON, OTLP-JSON, OTLP protobuf: per
-session, building the record first would cost as much as encoding it); tests
-check every output against RecordBuilder's records. Attribute names follow the semantic conventions;
-see README.md "Record contract".
+RecordBuilder reads contract.SESSION_ATTRIBUTES as it stands, from decoded Sessions: the record
+contract in readable form. The outputs write the same records straight from the probe's events,
+in code generated from the same table (NDJSON, OTLP/JSON, OTLP protobuf: per session, building the
+record first would cost as much as encoding it); tests check every output against RecordBuilder's
+records.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from typing import NamedTuple, Sequence
 
-from . import abi
+from . import abi, contract
 from .clock import WallClock
+from .contract import KIND_SERVER, SPANS, errno_name
 from .enrich import ProcessNames
 from .session import Session
-
-EVENT_NAME = "tcplife.session"
-SEVERITY_INFO = 9
-# Span kinds (opentelemetry.proto.trace.v1.Span.SpanKind)
-KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
-
-# role -> (span name, span kind, tcplife.role)
-ROLES = {
-    abi.ROLE_CLIENT: ("tcp connect", KIND_CLIENT, "client"),
-    abi.ROLE_SERVER: ("tcp accept", KIND_SERVER, "server"),
-    abi.ROLE_UNKNOWN: ("tcp session", KIND_INTERNAL, "unknown"),
-}
 
 
 class SessionRecord(NamedTuple):
@@ -85,30 +72,22 @@ def body_text(family: int, comm: str, client: str, client_port: int | str, serve
     return f"{comm} {client}:{client_port} -> {server}:{server_port} tx={sent} rx={received} {duration_ms:.2f}ms"
 
 
-TRANSPORT = ("network.transport", "tcp")
-NETWORK_TYPE = {4: ("network.type", "ipv4"), 6: ("network.type", "ipv6")}
-ROLE_ATTRIBUTE = {kind: ("tcplife.role", role) for name, kind, role in ROLES.values()}
-PROCESS_CACHE_LIMIT = 8192
-
-
 class RecordBuilder:
-    def __init__(self, clock: WallClock | None = None, names: ProcessNames | None = None) -> None:
+    def __init__(self, clock: WallClock | None = None, names: ProcessNames | None = None,
+                 attributes: tuple[contract.Attribute, ...] | None = None) -> None:
         self.clock = clock or WallClock()
         self.names = names or ProcessNames()
-        self._process: dict[tuple[int, str], tuple[tuple[str, object], ...]] = {}
+        self.attributes = contract.attributes() if attributes is None else attributes
 
-    def _process_attributes(self, pid: int, comm: str) -> tuple[tuple[str, object], ...]:
-        key = (pid, comm)
-        attributes = self._process.get(key)
-        if attributes is None:
-            if len(self._process) >= PROCESS_CACHE_LIMIT:
-                self._process.clear()
-            attributes = self._process[key] = (
-                ("process.pid", pid),
-                ("process.executable.name", self.names.executable_name(pid, comm)),
-                ("thread.name", comm),
-            )
-        return attributes
+    def attributes_of(self, s: Session) -> tuple[tuple[str, object], ...]:
+        """The session's (key, value) pairs: the table's attributes that its record has, in order."""
+        pairs = []
+        for attribute in self.attributes:
+            source = attribute.source_for(s.role)
+            if source is None or (attribute.only_if and not getattr(s, attribute.only_if)):
+                continue
+            pairs.append((attribute.key, attribute.type.python(source.value_of(s, self.names))))
+        return tuple(pairs)
 
     def build(self, sessions: Sequence[Session], ids: bytes | None = None,
               offset: int | None = None, observed: int | None = None) -> list[SessionRecord]:
@@ -117,31 +96,13 @@ class RecordBuilder:
         offset = self.clock.offset() if offset is None else offset
         observed = time.time_ns() if observed is None else observed
         ids = os.urandom(24 * len(sessions)) if ids is None else ids
-        process_attributes = self._process_attributes
-        roles = ROLES
         records = []
         for i, s in enumerate(sessions):
-            name, kind, _ = roles.get(s.role) or roles[abi.ROLE_UNKNOWN]
-            la, lp, ra, rp = s.laddr, s.lport, s.raddr, s.rport
-            network = (TRANSPORT, NETWORK_TYPE[s.family], ("network.local.address", la), ("network.local.port", lp),
-                       ("network.peer.address", ra), ("network.peer.port", rp))
-            if kind == KIND_CLIENT:
-                network += (("client.address", la), ("client.port", lp), ("server.address", ra), ("server.port", rp))
-            elif kind == KIND_SERVER:
-                network += (("client.address", ra), ("client.port", rp), ("server.address", la), ("server.port", lp))
-            attributes = network + process_attributes(s.pid, s.comm) + (
-                ROLE_ATTRIBUTE[kind],
-                ("tcplife.bytes_sent", s.tx_bytes),
-                ("tcplife.bytes_received", s.rx_bytes),
-                ("tcplife.duration_ms", (s.close_ns - s.birth_ns) / 1e6),
-            )
-            error_type = ""
-            if s.error:
-                error_type = errno.errorcode.get(s.error, str(s.error))
-                attributes += (("error.type", error_type),)
+            name, kind = SPANS.get(s.role) or SPANS[abi.ROLE_UNKNOWN]
+            error_type = errno_name(s.error) if s.error else ""
             j = 24 * i
             records.append(SessionRecord(
                 s, ids[j:j + 16], ids[j + 16:j + 24], s.birth_ns + offset, s.close_ns + offset, observed,
-                name, kind, error_type, attributes,
+                name, kind, error_type, self.attributes_of(s),
             ))
         return records

@@ -5,27 +5,31 @@ and one ScopeSpans.spans entry (tag 0x12, length, message): what ProtoEncoder wo
 for the SessionRecord RecordBuilder makes of its Session, byte for byte (tests/unit/test_otlp_frames.py),
 without building the record. `WireEncoder.requests` then wraps a batch of them in a request.
 
-Why not records: building a SessionRecord's attribute pairs and encoding them again costs about
-twice as much as this. Here every attribute is one cached piece (constant keys and values,
+Why not records: building a SessionRecord's attribute pairs and encoding them again costs more
+than all of this. Here every attribute is one cached piece (constant keys and values,
 addresses, the process, the error), or a key head plus the value's varint / double. The
 attributes are encoded once and joined twice, once per signal: a KeyValue is the same message in
 a LogRecord and a Span, only the field tag in front differs. Field layouts: otlp_wire.py.
 
-The attribute order is RecordBuilder's (record.py): network.transport, network.type, local and
-peer address and port, client and server address and port (client and server roles), process.pid,
-process.executable.name, thread.name, tcplife.role, bytes sent and received, duration, error.type.
+The loop is generated from the contract's table (contract.SESSION_ATTRIBUTES, in its order) when
+this module loads (codegen.py): per role, the list of a record's pieces, written out.
 """
 
 from __future__ import annotations
 
-import errno
+import functools
 import struct
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .. import abi
+from .. import abi, contract, session
+from ..codegen import (
+    ROLES, Generated, Item, Values, event_expression, generate, identifier, indent, local_name, loop_source, role_items,
+    role_switch,
+)
+from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, Lookup
 from ..enrich import ProcessNames
-from ..record import NETWORK_TYPE, ROLES, SEVERITY_INFO, TRANSPORT, body_text
-from ..session import Formatted, address_caches, comm_text, port_cache
+from ..record import body_text
+from ..session import Formatted, address_text, comm_text, port_cache
 from .otlp_wire import (
     EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
     int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
@@ -35,52 +39,264 @@ from .otlp_wire import (
 _pack_double = struct.Struct("<d").pack
 
 
-_TRANSPORT = string_piece(*TRANSPORT)
-_NETWORK_TYPES = {family: string_piece(*attribute) for family, attribute in NETWORK_TYPE.items()}
-# role -> (span name + kind for the span head, tcplife.role piece, kind)
-_ROLES = {role: (span_name_kind(name, kind), string_piece("tcplife.role", role_name), kind)
-          for role, (name, kind, role_name) in ROLES.items()}
-_KIND_SERVER = ROLES[abi.ROLE_SERVER][1]
-# Heads of int attributes, indexed by the value's varint length.
-_LOCAL_PORT, _PEER_PORT, _CLIENT_PORT, _SERVER_PORT, _SENT, _RECEIVED, _PID = (
-    int_heads(key) for key in ("network.local.port", "network.peer.port", "client.port", "server.port",
-                               "tcplife.bytes_sent", "tcplife.bytes_received", "process.pid"))
-_DURATION = double_head("tcplife.duration_ms")
-_ADDRESS_KEYS = ("network.local.address", "network.peer.address", "client.address", "server.address")
+def piece_maker(key: str, type: contract.Type) -> Callable[[object], bytes]:
+    """value -> the attribute as a KeyValue without its field tag: the piece the generated code joins."""
+    if type is contract.STRING:
+        return lambda value: string_piece(key, value)
+    if type is contract.DOUBLE:
+        head = double_head(key)
+        return lambda value: head + _pack_double(value)
+    heads = int_heads(key)
+
+    def int_piece(value: int) -> bytes:
+        value = int64_varint(value)
+        return heads[len(value)] + value
+    return int_piece
 
 
-def _count(value: int) -> bytes:
-    """A byte counter's varint (always >= 0 from the kernel; negative ones as int64 would be)."""
-    if 0 <= value < 1 << 14:
-        return VARINTS[value]
-    return int64_varint(value)
+# An event's number field -> its varint, by the field's C type (abi.EVENT_CODES): a lookup when
+# small, 14 bits at a time from otlp_wire's tables when the type allows it, else int64_varint
+# (which refuses what int64 cannot hold, as protobuf does). x is the field's name.
+VARINT_EXPRESSIONS = {
+    "B": "varints[{x}]",
+    "H": "varints[{x}] if {x} < 16384 else groups[{x} & 16383] + varints[{x} >> 14]",
+    "I": "varints[{x}] if {x} < 16384 else int64_varint({x})",
+    "Q": "varints[{x}] if {x} < 16384 else int64_varint({x})",
+}
+
+
+class PieceValues(Values):
+    """Values for the protobuf frames. A string source's value is a tuple: the pieces of every
+    attribute it is the value of, then its text (for the log body); made once per raw value. A number's
+    is a local of the number, or of its varint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.namespace: dict[str, object] = {}  # constants of the generated code
+        self._keys: dict[str, list[tuple[str, contract.Type]]] = {}  # string cache -> its pieces' keys
+
+    def _string_cache(self, name: str, what: object, make_text: Callable,
+                      key: tuple[str, contract.Type] | None) -> tuple[str, int | None]:
+        """A cache of (pieces..., text) by raw value, text = make_text(raw value): its name, and the
+        index of key's piece in its tuples."""
+        def make(names):
+            makers = [piece_maker(k, t) for k, t in keys]  # every key, by now
+
+            def pieces(raw) -> tuple:
+                text = make_text(raw)
+                return (*[make_piece(text) for make_piece in makers], text)
+            return Formatted(pieces)
+
+        cache = self.cache(name, make, what)
+        keys = self._keys.setdefault(cache, [])
+        if key is None:
+            return cache, None
+        if key not in keys:
+            keys.append(key)
+        return cache, keys.index(key)
+
+    def strings(self, source, key: tuple[str, contract.Type] | None = None) -> tuple[str, int | None]:
+        """(an expression of the source's tuple, the index of key's piece in it), computed where it stands."""
+        if isinstance(source, Field) and source.name in session.ADDRESS_FIELDS:
+            index = None
+            for family in (4, 6):
+                _, index = self._string_cache(f"address_pieces_v{family}", ("address", family),
+                                              lambda raw, family=family: address_text(family, raw), key)
+            pieces = self.define("address pieces", "address_pieces",
+                                 "address_pieces_v4 if family == 4 else address_pieces_v6")
+            return f"{pieces}[{session.event_field(source.name)}]", index
+        if isinstance(source, Field) and source.name == session.COMM_FIELD:
+            cache, index = self._string_cache("comm_pieces", "comm", comm_text, key)
+            return f"{cache}[comm]", index
+        if isinstance(source, Lookup):
+            cache, index = self._string_cache(identifier(f"{source.function.__name__}_pieces"), source.function,
+                                              source.function, key)
+            return f"{cache}[{session.event_field(source.field)}]", index
+        raise TypeError(f"no string pieces for {source}")
+
+    def strings_local(self, source, key: tuple[str, contract.Type] | None = None) -> tuple[str, int | None]:
+        """strings(), as a local computed once per event."""
+        expression, index = self.strings(source, key)
+        return self.define(source, local_name(source), expression), index
+
+    def number(self, source) -> str:
+        """A local holding a number source's value."""
+        if isinstance(source, Field):
+            return session.event_field(source.name)
+        return self.define(source, local_name(source), event_expression(source.expression))
+
+    def varint(self, source) -> str:
+        """A local holding an int source's varint."""
+        number = self.number(source)
+        template = "int64_varint({x})"
+        if isinstance(source, Field):
+            template = VARINT_EXPRESSIONS.get(abi.EVENT_CODES[number], template)
+        return self.define(("varint", source), f"{local_name(source)}_varint", template.format(x=number))
+
+    def constant(self, name: str, value: object) -> str:
+        self.namespace[name] = value
+        return name
+
+    def attribute(self, attribute: contract.Attribute, source, inline: bool = False) -> str:
+        """An expression of the attribute's piece. inline: its value computed there, not before (for
+        an attribute only some records have: its value may not be defined for the others)."""
+        key, type = attribute.key, attribute.type
+        if isinstance(source, Constant):
+            return repr(piece_maker(key, type)(source.value))
+        if type is contract.STRING:
+            expression, index = (self.strings if inline else self.strings_local)(source, (key, type))
+            return f"{expression}[{index}]"
+        if inline:
+            value = session.event_field(source.name) if isinstance(source, Field) else event_expression(
+                source.expression)
+            return f"{self.constant(f'{identifier(key)}_piece', piece_maker(key, type))}({value})"
+        if type is contract.DOUBLE:
+            head = self.constant(f"{identifier(key)}_head", double_head(key))
+            return f"{head} + pack_double({self.number(source)})"
+        heads = self.constant(f"{identifier(key)}_heads", int_heads(key))
+        value = self.varint(source)
+        return f"{heads}[len({value})] + {value}"
+
+    def process_run(self, item: Item, inline: bool = False) -> str:
+        """An expression of the run's pieces (a tuple), made once per (pid, comm)."""
+        facts = [(piece_maker(a.key, a.type), PROCESS_FACTS[source.fact])
+                 for a, source in zip(item.attributes, item.sources)]
+
+        def make(names):
+            def pieces(key: tuple[int, bytes]) -> tuple[bytes, ...]:
+                pid, comm = key[0], comm_text(key[1])
+                return tuple([make_piece(fact(pid, comm, names)) for make_piece, fact in facts])
+            return Formatted(pieces)
+
+        cache = self.cache("process_pieces", make, what=item)
+        expression = f"{cache}[pid, comm]"
+        return expression if inline else self.define(item, "process", expression)
+
+
+def pieces_lines(items: tuple[Item, ...], values: PieceValues) -> list[str]:
+    """Code making `pieces`, the list of a record's attributes (b"" first: the field tag goes before
+    each), one a line; attributes only some records have are appended under their condition."""
+    lines: list[str] = []
+    waiting: list[str] = ['b""']  # pieces not yet in a statement
+
+    def flush() -> None:
+        if lines:
+            lines.extend(["pieces += (", *indent([p + "," for p in waiting]), ")"])
+        else:
+            lines.extend(["pieces = [", *indent([p + "," for p in waiting]), "]"])
+        waiting.clear()
+
+    for item in items:
+        if item.only_if is None:
+            if item.process_run:
+                waiting.append("*" + values.process_run(item))
+            else:
+                waiting.append(values.attribute(item.attributes[0], item.sources[0]))
+            continue
+        if waiting or not lines:
+            flush()
+        if item.process_run:
+            add = f"pieces += {values.process_run(item, inline=True)}"
+        else:
+            add = f"pieces.append({values.attribute(item.attributes[0], item.sources[0], inline=True)})"
+        lines += [f"if {session.event_field(item.only_if)}:", "    " + add]
+    if waiting or not lines:
+        flush()
+    return lines
+
+
+# After a role's pieces, body and span head: the log record and the span, as otlp_wire lays them out.
+RECORD_LINES = """\
+if logs:
+    block = log_tag.join(pieces)
+    body = body.encode()
+    n = len(body)
+    if n < 126 and end > 0 and observed > 0:  # the fast path: one-byte body lengths
+        size = LOG_FIXED_SIZE + n + len(block)
+        log_out.append(b"".join((
+            b"\\x12", varints[size] if size < 16384 else varint(size),
+            pack_log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
+            block,
+            pack_log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
+            EVENT_NAME_FIELD,
+        )))
+    else:
+        log_out.append(delimited(b"\\x12", log_record(end, observed, body, trace_id, span_id, block)))
+if spans:
+    block = span_tag.join(pieces)
+    field, pack_head, head_size = span_head
+    if start > 0 and end > 0:
+        size = head_size + len(block) + len(status)
+        span_out.append(b"".join((
+            b"\\x12", varints[size] if size < 16384 else varint(size),
+            pack_head(0x0a, 16, trace_id, 0x12, 8, span_id, field, 0x39, start, 0x41, end),
+            block,
+            status,
+        )))
+    else:  # a zero time is left out (proto3)
+        span_out.append(delimited(b"\\x12", b"".join((
+            b"\\x0a\\x10", trace_id, b"\\x12\\x08", span_id, field,
+            fixed64(b"\\x39", start),
+            fixed64(b"\\x41", end),
+            block,
+            status,
+        ))))""".splitlines()
+
+NAMESPACE = {
+    "varints": VARINTS, "groups": GROUPS, "int64_varint": int64_varint, "varint": varint, "pack_double": _pack_double,
+    "body_text": body_text, "log_tag": LOG_ATTRIBUTES, "span_tag": SPAN_ATTRIBUTES, "LOG_FIXED_SIZE": LOG_FIXED_SIZE,
+    "pack_log_head": pack_log_head, "pack_log_tail": pack_log_tail, "SEVERITY_INFO": contract.SEVERITY_INFO,
+    "EVENT_NAME_FIELD": EVENT_NAME_FIELD, "delimited": delimited, "log_record": log_record, "fixed64": fixed64,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
+    """The loop framing a batch's log records and spans for a table of attributes (made once per table)."""
+    values = PieceValues()
+    branches = {}
+    for branch, role in ROLES:
+        local, peer = ("laddr", "sport"), ("raddr", "dport")
+        client, server = (peer, local) if role == abi.ROLE_SERVER else (local, peer)
+        comm, _ = values.strings(Field("comm"))
+        ends = ", ".join(f"{values.strings_local(Field(address))[0]}[-1], port_text[{port}]"
+                         for address, port in (client, server))
+        span_head = values.constant(f"span_{branch}", span_name_kind(*contract.SPANS[role]))
+        branches[branch] = [
+            *pieces_lines(role_items(attributes)[branch], values),
+            f"body = body_text(family, {comm}[-1], {ends}, tx_bytes, rx_bytes, {values.number(DURATION_MS)}) "
+            f'if logs else ""',
+            f"span_head = {span_head}",
+        ]
+    values.cache("port_text", lambda names: port_cache())  # for the log body
+    values.cache("span_statuses", lambda names: Formatted(lambda error: span_status(contract.errno_name(error))))
+    error_name, _ = values.strings(ERROR_NAME)
+    source = loop_source(
+        "encode", "events, ids, offset, observed, logs, spans", values,
+        setup=["log_out = []", "span_out = []", "j = 0"],
+        per_event=["trace_id, span_id = ids[j:j + 16], ids[j + 16:j + 24]",
+                   "j += 24",
+                   "start, end = birth_ns + offset, close_ns + offset"],
+        record=[*role_switch(branches),
+                "if error:",
+                "    status = span_statuses[error]",
+                f'    body = f"{{body}} {{{error_name}[-1]}}"',
+                "else:",
+                '    status = b""',
+                *RECORD_LINES],
+        after=["return log_out, span_out"])
+    return generate("encode", source, values, {**NAMESPACE, **values.namespace}, __name__)
+
+
+generated_encoder(contract.attributes())  # the default table's, made as the module loads
 
 
 class SessionFrames:
-    def __init__(self, names: ProcessNames | None = None) -> None:
+    def __init__(self, names: ProcessNames | None = None,
+                 attributes: tuple[contract.Attribute, ...] | None = None) -> None:
         self.names = names or ProcessNames()
-        # raw address -> (local, peer, client, server pieces, text), per family
-        self._ipv4, self._ipv6 = address_caches(self._address)
-        self._ports = port_cache()  # for the log body
-        self._processes = Formatted(self._process)  # (pid, raw comm) -> (pid, name, thread pieces), comm
-        self._errors = Formatted(self._error)  # errno -> piece, error.type, span status
-
-    @staticmethod
-    def _address(address: str) -> tuple[bytes, bytes, bytes, bytes, str]:
-        return (*(string_piece(key, address) for key in _ADDRESS_KEYS), address)
-
-    def _process(self, key: tuple[int, bytes]) -> tuple[tuple[bytes, bytes, bytes], str]:
-        pid, comm = key[0], comm_text(key[1])
-        pid_value = int64_varint(pid)
-        pieces = (_PID[len(pid_value)] + pid_value,
-                  string_piece("process.executable.name", self.names.executable_name(pid, comm)),
-                  string_piece("thread.name", comm))
-        return pieces, comm
-
-    @staticmethod
-    def _error(error: int) -> tuple[bytes, str, bytes]:
-        name = errno.errorcode.get(error, str(error))
-        return string_piece("error.type", name), name, span_status(name)
+        self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
+        self.caches = self.generated.new_caches(self.names)
 
     def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int,
                logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:
@@ -89,84 +305,4 @@ class SessionFrames:
 
         ids: 24 random bytes per event (trace id, span id); offset: monotonic -> Unix ns;
         observed: the log records' observed time, Unix ns (as RecordBuilder.build)."""
-        ipv4, ipv6, ports, processes, errors = self._ipv4, self._ipv6, self._ports, self._processes, self._errors
-        roles, unknown_role = _ROLES, _ROLES[abi.ROLE_UNKNOWN]
-        types = _NETWORK_TYPES
-        log_tag, span_tag = LOG_ATTRIBUTES, SPAN_ATTRIBUTES
-        varints, groups = VARINTS, GROUPS
-        CLIENT, SERVER = abi.ROLE_CLIENT, abi.ROLE_SERVER
-        log_out: list[bytes] = []
-        span_out: list[bytes] = []
-        j = 0
-        # One flat loop: a function call per session or attribute would cost as much as a field.
-        for birth, close, tx, rx, saddr, daddr, pid, error, lp, rp, family, role, _, _, comm in events:
-            trace_id, span_id = ids[j:j + 16], ids[j + 16:j + 24]
-            j += 24
-            start, end = birth + offset, close + offset
-            addresses = ipv4 if family == 4 else ipv6
-            local, peer = addresses[saddr], addresses[daddr]
-            # Ports are < 2**16: varint() inlined, a call would cost more than the lookups.
-            lv = varints[lp] if lp < 1 << 14 else groups[lp & 0x3FFF] + varints[lp >> 14]
-            rv = varints[rp] if rp < 1 << 14 else groups[rp & 0x3FFF] + varints[rp >> 14]
-            name_kind, role_piece, kind = roles.get(role) or unknown_role
-            duration = (close - birth) / 1e6
-            # Byte counters: a lookup when small, as _count() does (inlined: a call costs more).
-            tx_value = varints[tx] if tx < 1 << 14 else _count(tx)
-            rx_value = varints[rx] if rx < 1 << 14 else _count(rx)
-            pieces = [b"", _TRANSPORT, types[family], local[0], _LOCAL_PORT[len(lv)] + lv,
-                      peer[1], _PEER_PORT[len(rv)] + rv]
-            if role == CLIENT:
-                pieces += (local[2], _CLIENT_PORT[len(lv)] + lv, peer[3], _SERVER_PORT[len(rv)] + rv)
-            elif role == SERVER:
-                pieces += (peer[2], _CLIENT_PORT[len(rv)] + rv, local[3], _SERVER_PORT[len(lv)] + lv)
-            process, name = processes[pid, comm]
-            pieces += process
-            pieces += (role_piece, _SENT[len(tx_value)] + tx_value, _RECEIVED[len(rx_value)] + rx_value,
-                       _DURATION + _pack_double(duration))
-            if error:
-                error_piece, error_type, status = errors[error]
-                pieces.append(error_piece)
-            else:
-                error_type, status = "", b""
-
-            if logs:
-                block = log_tag.join(pieces)
-                if kind == _KIND_SERVER:
-                    body = body_text(family, name, peer[4], ports[rp], local[4], ports[lp], tx, rx, duration)
-                else:
-                    body = body_text(family, name, local[4], ports[lp], peer[4], ports[rp], tx, rx, duration)
-                if error_type:
-                    body = f"{body} {error_type}"
-                body = body.encode()
-                n = len(body)
-                if n < 126 and end > 0 and observed > 0:  # the fast path: one-byte body lengths
-                    size = LOG_FIXED_SIZE + n + len(block)
-                    log_out.append(b"".join((
-                        b"\x12", varints[size] if size < 1 << 14 else varint(size),
-                        pack_log_head(0x09, end, 0x10, SEVERITY_INFO, 0x2a, n + 2, 0x0a, n), body,
-                        block,
-                        pack_log_tail(0x4a, 16, trace_id, 0x52, 8, span_id, 0x59, observed),
-                        EVENT_NAME_FIELD,
-                    )))
-                else:
-                    log_out.append(delimited(b"\x12", log_record(end, observed, body, trace_id, span_id, block)))
-            if spans:
-                block = span_tag.join(pieces)
-                field, pack_head, head_size = name_kind
-                if start > 0 and end > 0:
-                    size = head_size + len(block) + len(status)
-                    span_out.append(b"".join((
-                        b"\x12", varints[size] if size < 1 << 14 else varint(size),
-                        pack_head(0x0a, 16, trace_id, 0x12, 8, span_id, field, 0x39, start, 0x41, end),
-                        block,
-                        status,
-                    )))
-                else:  # a zero time is left out (proto3)
-                    span_out.append(delimited(b"\x12", b"".join((
-                        b"\x0a\x10", trace_id, b"\x12\x08", span_id, field,
-                        fixed64(b"\x39", start),
-                        fixed64(b"\x41", end),
-                        block,
-                        status,
-                    ))))
-        return log_out, span_out
+        return self.generated.function(self.caches, events, ids, offset, observed, logs, spans)

@@ -1,9 +1,11 @@
 """Session records as OTLP protobuf requests, built with the opentelemetry.proto classes.
 
-The readable reference: the agent sends what otlp_frames.SessionFrames and
-otlp_wire.WireEncoder write by hand, straight from sessions (about 6x faster
-than RecordBuilder + this, bench/encode.py); tests check the two byte for
-byte. No SDK LogRecord or Span per session here either.
+The readable reference: the agent sends what otlp_frames.SessionFrames (generated
+from the contract's table) and otlp_wire.WireEncoder write straight from the
+probe's events, several times faster (bench/encode.py); tests check the two byte
+for byte. No SDK LogRecord or Span per session here either. An attribute's
+AnyValue member follows its value's Python type, which RecordBuilder gives by the
+contract's type (str, int, float).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from ..record import EVENT_NAME, SEVERITY_INFO, SessionRecord, log_body
+from ..contract import EVENT_NAME, SEVERITY_INFO
+from ..record import SessionRecord, log_body
 
 
 def _set_attributes(repeated, attributes: tuple[tuple[str, object], ...]) -> None:

@@ -65,7 +65,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from ..record import EVENT_NAME, SEVERITY_INFO
+from ..contract import EVENT_NAME, SEVERITY_INFO
 
 # Collectors commonly refuse messages over 4 MiB; keep a margin for framing.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024

@@ -1,0 +1,194 @@
+"""The record contract is one table: an attribute added to it appears in every output, with no other
+edit; and the code the outputs generate from it is tested like any other."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import json
+import os
+import traceback
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+
+from otel_tcplife import abi, codegen, contract
+from otel_tcplife.contract import INT, STRING, Attribute, ByRole, Computed, Constant, Field, Lookup
+from otel_tcplife.enrich import ProcessNames
+from otel_tcplife.output import ndjson, otlp_frames, otlp_json
+from otel_tcplife.output.otlp_frames import SessionFrames
+from otel_tcplife.output.otlp_wire import WireEncoder
+from otel_tcplife.session import as_events
+
+from ..support import sample_session
+from .test_otlp_frames import assert_frames_match_records
+from .test_otlp_wire import OBSERVED, RESOURCE, SCOPE, varied_sessions
+from .test_records import assert_otlp_json_matches_protobuf, build_all
+
+
+def owner_text(owner: int) -> str:
+    """A test lookup whose text needs JSON escaping."""
+    return f'owner "{owner}" \\ ñ'
+
+
+# Test-only attributes: one of each kind of source, type and presence.
+TEST_ATTRIBUTES = {
+    "int field": Attribute("test.oldstate", INT, Field("oldstate")),
+    "string lookup": Attribute("test.owner", STRING, Lookup("owner", owner_text)),
+    "double computed": Attribute("test.rate", contract.DOUBLE, Computed("rate", "tx_bytes / (rport + 1.5)")),
+    "int computed": Attribute("test.total", INT, Computed("total", "tx_bytes + rx_bytes - lport")),
+    "constant": Attribute("test.constant", STRING, Constant("yes")),
+    "by role": Attribute("test.side", STRING, ByRole(client=Field("raddr"), unknown=Constant("?"))),
+    "on error only": Attribute("test.failed", INT, Field("error"), only_if="error"),
+    "16-bit field on error": Attribute("test.port", INT, Field("rport"), only_if="error"),
+    # computed only in the records that have it: elsewhere tx_bytes is 0
+    "computed when present": Attribute("test.per_byte", contract.DOUBLE, Computed("per_byte", "rx_bytes / tx_bytes"),
+                                       only_if="tx_bytes"),
+    "comm": Attribute("test.comm", STRING, Field("comm")),
+    "process fact": Attribute("test.pid", INT, contract.ProcessFact("pid")),
+}
+
+SESSIONS = [
+    sample_session(),
+    sample_session(role=abi.ROLE_SERVER, error=errno.ECONNRESET, oldstate=7, owner=abi.OWNER_ACCEPT),
+    sample_session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2", comm='x"y\\z ñ'),
+    sample_session(role=77, error=errno.ECONNREFUSED, tx_bytes=0, rx_bytes=2**40, rport=65535),
+]
+
+
+def with_attribute(monkeypatch, attribute: Attribute, where: str) -> tuple[str, ...]:
+    """The table with the attribute added (first, in the middle or last): the keys in order."""
+    table = contract.SESSION_ATTRIBUTES
+    at = {"first": 0, "middle": len(table) // 2, "last": len(table)}[where]
+    monkeypatch.setattr(contract, "SESSION_ATTRIBUTES", table[:at] + (attribute,) + table[at:])
+    return tuple(a.key for a in contract.SESSION_ATTRIBUTES)
+
+
+def expected_value(attribute: Attribute, s):
+    source = attribute.source_for(s.role)
+    if source is None or (attribute.only_if and not getattr(s, attribute.only_if)):
+        return None
+    return attribute.type.python(source.value_of(s, ProcessNames(proc="/nonexistent")))
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("kind", TEST_ATTRIBUTES)
+def test_an_attribute_added_to_the_table_appears_in_every_output(monkeypatch, kind, where):
+    attribute = TEST_ATTRIBUTES[kind]
+    if where == "first" and attribute.only_if:
+        pytest.skip("a record's first attribute must be in every record (OTLP/JSON's commas)")
+    keys = with_attribute(monkeypatch, attribute, where)
+    resource = Resource.create({"service.name": "test"})
+
+    # RecordBuilder, NDJSON and OTLP/JSON, all made with no table given: they read the changed one.
+    records, rows, otlp_json_lines = build_all(*SESSIONS, resource=resource)
+    logs, traces = assert_otlp_json_matches_protobuf(records, otlp_json_lines, resource)
+    for s, record, row in zip(SESSIONS, records, rows):
+        expected = expected_value(attribute, s)
+        attributes = dict(record.attributes)
+        assert attributes.get(attribute.key) == expected
+        # in the table's order, in the records and in the NDJSON lines
+        assert [k for k, _ in record.attributes] == [k for k in keys if k in attributes]
+        assert list(row)[5:] == [k for k, _ in record.attributes]
+        assert row.get(attribute.key) == expected
+    for message in (logs.resource_logs[0].scope_logs[0].log_records, traces.resource_spans[0].scope_spans[0].spans):
+        assert [flat(r.attributes).get(attribute.key) for r in message] == [expected_value(attribute, s)
+                                                                            for s in SESSIONS]
+
+    # OTLP protobuf frames: byte for byte ProtoEncoder's, and decoded with the generated classes.
+    assert_frames_match_records(SESSIONS)
+    assert_frames_match_records(varied_sessions(60))
+    events = as_events(SESSIONS)
+    log_records, spans = SessionFrames(ProcessNames(proc="/nonexistent")).encode(
+        events, os.urandom(24 * len(events)), 0, OBSERVED)
+    wire = WireEncoder(RESOURCE, SCOPE)
+    (logs_request, _), = wire.requests(log_records)
+    (traces_request, _), = wire.requests(spans)
+    decoded_logs = ExportLogsServiceRequest.FromString(logs_request).resource_logs[0].scope_logs[0].log_records
+    decoded_spans = ExportTraceServiceRequest.FromString(traces_request).resource_spans[0].scope_spans[0].spans
+    for message in (decoded_logs, decoded_spans):
+        assert [flat(r.attributes).get(attribute.key) for r in message] == [expected_value(attribute, s)
+                                                                            for s in SESSIONS]
+
+
+def flat(attributes) -> dict:
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in attributes}
+
+
+def test_the_generated_code_is_made_once_per_table(monkeypatch):
+    default = ndjson.NdjsonEncoder().generated
+    assert ndjson.NdjsonEncoder().generated is default  # made when the module loaded
+    with_attribute(monkeypatch, TEST_ATTRIBUTES["int field"], "last")
+    changed = ndjson.NdjsonEncoder().generated
+    assert changed is not default and "test.oldstate" in changed.source and "test.oldstate" not in default.source
+
+
+def test_extended_attributes_are_in_extended_mode_only(monkeypatch):
+    extended = Attribute("test.extended", INT, Field("oldstate"), extended=True)
+    monkeypatch.setattr(contract, "SESSION_ATTRIBUTES", contract.SESSION_ATTRIBUTES + (extended,))
+    assert extended not in contract.attributes()
+    assert contract.attributes(extended=True)[-1] is extended
+    events = as_events([sample_session()])
+    for attributes, present in ((None, False), (contract.attributes(extended=True), True)):
+        line = b"".join(ndjson.NdjsonEncoder(attributes=attributes).encode(events, os.urandom(24), 0))
+        assert (b'"test.extended":4' in line) is present
+
+
+def test_journald_field_names():
+    assert [a.journald_field for a in contract.SESSION_ATTRIBUTES[:4]] == [
+        "NETWORK_TRANSPORT", "NETWORK_TYPE", "NETWORK_LOCAL_ADDRESS", "NETWORK_LOCAL_PORT"]
+
+
+def test_a_table_without_roles_makes_one_branch():
+    table = tuple(a for a in contract.SESSION_ATTRIBUTES if not isinstance(a.source, ByRole))
+    assert "role ==" not in ndjson.generated_encoder(table).source
+    assert "role ==" in ndjson.generated_encoder(contract.SESSION_ATTRIBUTES).source
+    sessions = [sample_session(role=role) for role in (abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)]
+    events = as_events(sessions)
+    rows = b"".join(ndjson.NdjsonEncoder(attributes=table).encode(events, os.urandom(72), 0)).splitlines()
+    assert [json.loads(row)["tcplife.bytes_sent"] for row in rows] == [1229] * 3
+
+
+def test_a_conditional_first_attribute_is_refused_where_it_cannot_be_written():
+    table = (Attribute("error.type", STRING, contract.ERROR_NAME, only_if="error"),) + contract.SESSION_ATTRIBUTES
+    with pytest.raises(ValueError, match="first attribute"):
+        otlp_json.generated_encoder(table, "traces")
+
+
+def generated_sources():
+    table = contract.attributes()
+    return {"ndjson": ndjson.generated_encoder(table).source,
+            "otlp_json logs": otlp_json.generated_encoder(table, "logs").source,
+            "otlp_json traces": otlp_json.generated_encoder(table, "traces").source,
+            "otlp_frames": otlp_frames.generated_encoder(table).source}
+
+
+@pytest.mark.parametrize("name", ["ndjson", "otlp_json logs", "otlp_json traces", "otlp_frames"])
+def test_generated_fstrings_stay_within_one_build_string(name):
+    """Past codegen.FSTRING_PARTS parts an f-string is built through a list and str.join: slower."""
+    tree = ast.parse(generated_sources()[name])
+    sizes = [len(node.values) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)]
+    assert sizes and max(sizes) <= codegen.FSTRING_PARTS
+
+
+@pytest.mark.parametrize("name", ["ndjson", "otlp_json logs", "otlp_json traces", "otlp_frames"])
+def test_generated_loops_read_events_by_field_name(name):
+    assert f"for {abi.EVENT_TARGET} in events:" in generated_sources()[name]
+
+
+def test_a_traceback_through_generated_code_shows_its_line():
+    events = as_events([sample_session(tx_bytes=2**63)])  # beyond int64: refused, as protobuf does
+    with pytest.raises(ValueError) as raised:
+        SessionFrames().encode(events, os.urandom(24), 0, OBSERVED)
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    (generated,) = [f for f in frames if f.filename.startswith("<generated otel_tcplife.output.otlp_frames")]
+    assert "int64_varint(tx_bytes)" in generated.line
+    assert generated.line in otlp_frames.generated_encoder(contract.attributes()).source
+
+
+def test_computed_expressions_read_the_event_fields_they_come_from():
+    assert codegen.event_expression("rport - lport") == "dport - sport"
+    with pytest.raises(ValueError):
+        codegen.event_expression("laddr + 1")
