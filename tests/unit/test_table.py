@@ -29,9 +29,14 @@ def event(pid=22598, comm=b"curl", family=4, laddr="100.66.3.172", lport=61620, 
           rport=80, tx=0, rx=1 * 1024 + 1023, birth_us=1_000_000, span_us=91_790) -> tuple:
     """An abi.EVENT tuple, as the probe reads it."""
     birth_ns = birth_us * 1000
-    return abi.EVENT.unpack(abi.EVENT.pack(
-        birth_ns, birth_ns + span_us * 1000 + 999, tx, rx, raw_address(laddr), raw_address(raddr),
-        pid, 0, lport, rport, family, abi.ROLE_CLIENT, 5, abi.OWNER_CONNECT, comm))
+    return abi.EVENT.unpack(abi.pack_event(
+        birth_ns=birth_ns, close_ns=birth_ns + span_us * 1000 + 999, tx_bytes=tx, rx_bytes=rx,
+        saddr=raw_address(laddr), daddr=raw_address(raddr), pid=pid, error=0, sport=lport, dport=rport,
+        family=family, role=abi.ROLE_CLIENT, oldstate=5, owner=abi.OWNER_CONNECT, comm=comm))
+
+
+def fields(event: tuple) -> dict:
+    return dict(zip(abi.EVENT_NAMES, event))
 
 
 def render(style: TableStyle, *events: tuple) -> list[str]:
@@ -52,7 +57,7 @@ def test_default_header_and_row_match_the_upstream_example():
 def test_csv_with_both_times_matches_the_upstream_example():
     first = event(pid=7335, comm=b"recordProgramSt", laddr="127.0.0.1", lport=48098, raddr="127.0.0.1",
                   rport=28527, rx=0, span_us=260)
-    later = first[:1] + (first[1] + 1_500_000_000,) + first[2:]  # closed 1.5 s later
+    later = abi.EVENT.unpack(abi.pack_event(**{**fields(first), "close_ns": fields(first)["close_ns"] + 1_500_000_000}))
     lines = render(TableStyle(csv=True, wall_time=True, timestamp=True), first, later)
     assert lines[0] == "TIME,TIME(s),PID,COMM,IP,LADDR,LPORT,RADDR,RPORT,TX_KB,RX_KB,MS"
     assert re.fullmatch(r"\d\d:\d\d:\d\d,0\.000000,7335,recordProgramSt,4,127\.0\.0\.1,48098,"
@@ -94,7 +99,7 @@ def test_the_same_raw_bytes_are_shown_by_family():
     raw = socket.inet_aton("127.0.0.1") + bytes(12)
     v4 = event(family=4, laddr="0.0.0.0", raddr="127.0.0.1")
     v6 = event(family=6, laddr="::", raddr="7f00:1::")
-    assert v4[4:6] == (bytes(16), raw) and v6[4:6] == (bytes(16), raw)
+    assert all((fields(e)["saddr"], fields(e)["daddr"]) == (bytes(16), raw) for e in (v4, v6))
     for _ in range(2):  # the second time from the caches
         rows = [line.split(",") for line in render(TableStyle(csv=True), v4, v6, v4)[1:-1]]
         assert [row[2:6:] for row in rows] == [["4", "0.0.0.0", "61620", "127.0.0.1"],
@@ -124,13 +129,14 @@ def test_rows_equal_the_classic_formats_for_random_events(monkeypatch):
             span_us=rng.choice([0, 5, 15, 1005, 2675, 999_995, rng.randrange(10**7), rng.randrange(10**11)])))
     for style, classic in CLASSIC_ROWS.items():
         expected = []
-        for birth, close, tx, rx, saddr, daddr, pid, _, sport, dport, family, _, _, _, comm in events:
-            text = socket.AF_INET if family == 4 else socket.AF_INET6
-            size = 4 if family == 4 else 16
+        for e in map(fields, events):
+            text = socket.AF_INET if e["family"] == 4 else socket.AF_INET6
+            size = 4 if e["family"] == 4 else 16
             expected.append(classic % (
-                pid, comm.split(b"\0")[0].decode("utf-8", "replace"), "" if style == TableStyle() else family,
-                socket.inet_ntop(text, saddr[:size]), sport, socket.inet_ntop(text, daddr[:size]), dport,
-                tx // 1024, rx // 1024, float((close - birth) // 1000) / 1000))
+                e["pid"], e["comm"].split(b"\0")[0].decode("utf-8", "replace"),
+                "" if style == TableStyle() else e["family"], socket.inet_ntop(text, e["saddr"][:size]), e["sport"],
+                socket.inet_ntop(text, e["daddr"][:size]), e["dport"], e["tx_bytes"] // 1024, e["rx_bytes"] // 1024,
+                float((e["close_ns"] - e["birth_ns"]) // 1000) / 1000))
         out = io.StringIO()
         writer = TableWriter(out, style)
         writer.write(events)
