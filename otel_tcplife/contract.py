@@ -82,12 +82,15 @@ class Computed:
     expression: str
 
     def value_of(self, session: Session, names: ProcessNames) -> object:
-        return eval(_compiled(self.expression), {}, session._asdict())
+        function, fields = _function(self.expression)
+        return function(*[getattr(session, field) for field in fields])
 
 
 @functools.cache
-def _compiled(expression: str):
-    return compile(expression, f"<contract: {expression}>", "eval")
+def _function(expression: str) -> tuple[Callable, tuple[str, ...]]:
+    """A Computed expression as a function of the Session fields it reads, and their names."""
+    fields = compile(expression, "<contract>", "eval").co_names
+    return eval(f"lambda {', '.join(fields)}: {expression}", {}), fields
 
 
 # The facts of the process that owns the socket, from its pid and comm (both as the event gives them).

@@ -78,15 +78,18 @@ class RecordBuilder:
         self.clock = clock or WallClock()
         self.names = names or ProcessNames()
         self.attributes = contract.attributes() if attributes is None else attributes
+        # Per role: the attributes its records can have, with their sources for it.
+        self._by_role = {contract.role_name(role): [(a, a.source_for(role)) for a in self.attributes
+                                                    if a.source_for(role) is not None]
+                         for role in (abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)}
 
     def attributes_of(self, s: Session) -> tuple[tuple[str, object], ...]:
-        """The session's (key, value) pairs: the table's attributes that its record has, in order."""
+        """The session's (key, value) pairs: the table's attributes that its record has, in order,
+        each value of its attribute's type."""
         pairs = []
-        for attribute in self.attributes:
-            source = attribute.source_for(s.role)
-            if source is None or (attribute.only_if and not getattr(s, attribute.only_if)):
-                continue
-            pairs.append((attribute.key, attribute.type.python(source.value_of(s, self.names))))
+        for attribute, source in self._by_role[contract.role_name(s.role)]:
+            if attribute.only_if is None or getattr(s, attribute.only_if):
+                pairs.append((attribute.key, attribute.type.python(source.value_of(s, self.names))))
         return tuple(pairs)
 
     def build(self, sessions: Sequence[Session], ids: bytes | None = None,
