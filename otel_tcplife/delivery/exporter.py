@@ -13,7 +13,8 @@ dropped and counted (dropped_retry_exhausted).
 Flow with a Spool (a persistent queue on disk, see spool.py), as the Collector's persistent queue:
 offer() -> memory queue -> ONE spooler thread (take up to max_batch items -> encode -> spool.append
 each request; a request larger than the spool's max_payload is encoded again from each half of its
-records, and so on, until every piece fits) -> max_in_flight sender threads (spool.take() ->
+records, and so on, until every piece fits; while the collector takes requests, the spooler waits for
+acks to make room rather than have the spool drop records) -> max_in_flight sender threads (spool.take() ->
 send_with_retry -> spool.ack). A request leaves the spool only once its fate is known (delivered,
 rejected, permanent error), or when the spool's size policy drops it (counted by the spool). The
 spool is there for long outages, so retries never run out: when the retry budget does, the request
@@ -237,6 +238,7 @@ class QueuedExporter(Generic[T]):
         self._warn = RateLimitedLog(self._log)
         self._rng = random.Random()
         self._progress = Progress()  # a success anywhere ends the other requests' backoff
+        self._collector_up = True  # whether the last attempt got an answer (see _wait_for_room)
 
         self._queue: BoundedQueue[T] = BoundedQueue(queue_capacity)
         self.stats.bind_queue(self._queue.__len__)
@@ -455,6 +457,7 @@ class QueuedExporter(Generic[T]):
             if requests is not None:
                 requests = self._fit(items, requests)
             for payload, count in requests or ():
+                self._wait_for_room(len(payload))
                 with self._account:
                     if self._settled:
                         return  # shutdown counted what we hold as dropped_shutdown
@@ -472,6 +475,19 @@ class QueuedExporter(Generic[T]):
                 if self._spooling and not self._settled:
                     self.stats.add(dropped_permanent=self._spooling, in_flight=-self._spooling)
                 self._spooling = 0
+
+    def _wait_for_room(self, size: int) -> None:
+        """While the collector takes requests (the last attempt did not fail), waits up to a request
+        timeout for acks to make room in the spool: a burst larger than a small spool is then
+        delivered, not dropped by its size policy. During an outage the policy applies at once (the
+        records wait in the spool, and drop_oldest keeps the newest). The memory queue fills meanwhile:
+        offer() never waits."""
+        end = time.monotonic() + self._timeout
+        while self._collector_up and not self._spool.fits(size) and not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._progress.wait(min(left, STOP_CHECK_INTERVAL))
 
     def _fit(self, items: list[T], requests: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
         """The requests, each no larger than the spool takes: one that is larger is encoded again from
@@ -570,7 +586,12 @@ class QueuedExporter(Generic[T]):
             if attempts:
                 self.stats.add(retries=1)
             attempts += 1
-            result = self._send(payload, self._attempt_timeout())
+            try:
+                result = self._send(payload, self._attempt_timeout())
+            except RetryableError:
+                self._collector_up = False
+                raise
+            self._collector_up = True
             self._progress.note_success()
             return result
 

@@ -469,6 +469,11 @@ class Spool:
                 return evicted + count
             return evicted + self._write_entry(payload, count, size)
 
+    def fits(self, payload_bytes: int) -> bool:
+        """Whether an entry of this payload would fit now without dropping anything."""
+        with self._lock:
+            return self._bytes + HEADER_BYTES + payload_bytes <= self.max_bytes
+
     def take(self, prefer: Literal["oldest", "newest"] = "oldest") -> Entry | None:
         """Hands out the oldest (or newest) entry not handed out yet and marks it dispatched; None
         when there is none, or the spool is closed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -171,6 +172,42 @@ def test_partial_success_is_counted_logged_and_not_retried(traffic, start_agent,
     assert summary["logs"]["rejected"] == 0
     assert receiver.call_count("traces") == 1
     assert "2 records over quota" in stderr
+
+
+def test_a_partial_success_with_only_a_warning_is_logged(traffic, start_agent, receiver):
+    receiver.partial_success(rejected=0, message="attribute values truncated to 256 bytes", signal="logs")
+    server, port = traffic.server(name="tl-server", count=3)
+    agent = start_exporting(start_agent, receiver.endpoint, port, "--batch-size", "3")
+    traffic.client(name="tl-client", port=port, count=3).events()
+    server.events()
+    assert receiver.wait_for(lambda r: len(r.spans()) == 3 and len(r.log_records()) == 3)
+    _, _, stderr = agent.stop()
+    summary = agent.summary()
+    assert (summary["logs"]["exported"], summary["logs"]["rejected"], summary["logs"]["retries"]) == (3, 0, 0)
+    assert receiver.call_count("logs") == 1  # not retried
+    assert ("logs: server accepted 1 requests with a warning (partial success): "
+            "attribute values truncated to 256 bytes") in stderr
+
+
+def test_the_stats_line_balances_while_a_request_is_in_flight(traffic, start_agent, receiver):
+    receiver.delay_responses(3)  # a slow collector: requests stay in flight
+    server, port = traffic.server(name="tl-server", count=12)
+    agent = start_exporting(start_agent, receiver.endpoint, port, "--batch-size", "5", "--max-in-flight", "1",
+                            "--stats-interval", "0.3")
+    traffic.client(name="tl-client", port=port, count=12).events()
+    server.events()
+    assert receiver.wait_for(lambda r: len(r.log_records()) == 12 and len(r.spans()) == 12, timeout=30)
+    returncode, _, stderr = agent.stop()
+    assert returncode == 0
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    for stats in lines:
+        for signal in ("logs", "traces"):
+            s = stats[signal]
+            assert s["accepted"] == stats["sessions_observed"], stats
+            assert s["accepted"] == s["exported"] + s["dropped"] + s["rejected"] + s["queued"] + s["in_flight"], stats
+    seen = [s["logs"]["in_flight"] for s in lines if s["sessions_observed"] == 12]
+    assert 5 in seen  # a line was printed while a batch of 5 was being sent
+    assert lines[-1]["logs"]["in_flight"] == 0 and lines[-1]["logs"]["exported"] == 12
 
 
 def test_invalid_argument_drops_and_counts(traffic, start_agent, receiver):

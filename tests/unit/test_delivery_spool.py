@@ -350,6 +350,34 @@ def test_requests_too_big_for_a_small_spool_are_split_to_fit(tmp_path):
     assert all(len(payload) <= 250 - spool_module.HEADER_BYTES for payload in up.delivered)
 
 
+def test_a_burst_larger_than_the_spool_waits_for_room_while_the_collector_takes_requests(tmp_path):
+    sender = FakeSender(delay=0.01)
+    exp, logs = spooled_exporter(tmp_path, sender, max_batch=500, max_in_flight=2,
+                                 spool_options={"max_bytes": 2000})  # ~180 records
+    exp.offer(records(500))
+    exp.start()
+    exp.shutdown(10.0)
+    s = assert_accounted(exp.stats)
+    assert (s["exported"], s["dropped"]) == (500, 0)
+    assert sorted(delivered(sender)) == sorted(records(500))
+
+
+def test_during_an_outage_a_full_spool_drops_the_oldest_at_once(tmp_path):
+    sender = FakeSender(then=RetryableError("UNAVAILABLE"))
+    exp, _ = spooled_exporter(tmp_path, sender, retry=SLOW_RETRY, max_batch=500, max_in_flight=1,
+                              spool_options={"max_bytes": 2000})
+    exp.start()
+    exp.offer(records(1, 500))
+    wait_until(lambda: sender.calls)  # the collector is down
+    start = time.monotonic()
+    exp.offer(records(500))
+    wait_until(lambda: exp.stats.snapshot()["queued"] == 0 and exp.stats.snapshot()["in_flight"] == 0)
+    assert time.monotonic() - start < 1.0  # no waiting for room that will not come
+    exp.shutdown(0.1)
+    s = assert_accounted(exp.stats)
+    assert s["dropped_spool_full"] > 300 and s["spooled"] > 0
+
+
 def test_a_record_too_big_for_the_spool_on_its_own_is_dropped_and_counted(tmp_path):
     sender = FakeSender()
     exp, logs = spooled_exporter(tmp_path, sender, max_batch=10, spool_options={"max_bytes": 1000})
