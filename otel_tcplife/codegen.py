@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import linecache
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -151,11 +152,6 @@ def event_expression(expression: str) -> str:
     return ast.unparse(tree)
 
 
-def is_text_field(source: object) -> bool:
-    """A Field the event holds as bytes (an address, the comm): decoded, through a cache."""
-    return isinstance(source, Field) and (source.name in session.ADDRESS_FIELDS or source.name == session.COMM_FIELD)
-
-
 # --- values computed once per event, and their caches ---------------------------------------------
 
 class Values:
@@ -191,6 +187,10 @@ class Values:
             self._caches[what] = unique = self._unique(name)
             self.caches[unique] = make
         return self._caches[what]
+
+    def names(self) -> set[str]:
+        """The names of the values' locals and of the caches."""
+        return {*self._locals.values(), *self.caches}
 
     def cache_lines(self) -> list[str]:
         """The loop's locals for its caches, from its `caches` argument."""
@@ -316,7 +316,8 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
 def loop_source(name: str, arguments: str, values: Values, setup: list[str], per_event: list[str],
                 record: list[str], after: list[str]) -> str:
     """def name(caches, arguments): setup; for each event: values' lines, per_event, record; after.
-    Every event field is a local of the loop, by its abi name."""
+    Every event field is a local of the loop, by its abi name. A value's local may not have the name
+    of one the output's own code uses (a Computed named `end`, say): ValueError."""
     lines = [f"def {name}(caches, {arguments}):",
              *indent(values.cache_lines()),
              *indent(setup),
@@ -325,7 +326,15 @@ def loop_source(name: str, arguments: str, values: Values, setup: list[str], per
              *indent(per_event, 2),
              *indent(record, 2),
              *indent(after)]
-    return "\n".join(lines) + "\n"
+    source = "\n".join(lines) + "\n"
+    function = ast.parse(source).body[0]
+    assigned = Counter(node.id for node in ast.walk(function) if isinstance(node, ast.Name)
+                       and isinstance(node.ctx, ast.Store))
+    arguments = {a.arg for a in function.args.args}
+    clash = sorted(local for local in values.names() if assigned[local] > 1 or local in arguments)
+    if clash:
+        raise ValueError(f"generated {name}: {', '.join(clash)} named both by a value and by the output's code")
+    return source
 
 
 @dataclass(frozen=True)
@@ -342,5 +351,8 @@ class Generated:
 
 def generate(name: str, source: str, values: Values, namespace: dict, module: str) -> Generated:
     """Compile the source of a loop made with values; its globals are namespace's."""
+    hidden = values.names() & namespace.keys()
+    if hidden:
+        raise ValueError(f"generated {name}: {', '.join(sorted(hidden))} would hide the output's own names")
     function = compile_function(source, name, dict(namespace), f"<generated {module}.{name}>")
     return Generated(function, source, dict(values.caches))

@@ -192,3 +192,11 @@ def test_computed_expressions_read_the_event_fields_they_come_from():
     assert codegen.event_expression("rport - lport") == "dport - sport"
     with pytest.raises(ValueError):
         codegen.event_expression("laddr + 1")
+
+
+@pytest.mark.parametrize("name", ["j", "body", "varints"])
+def test_a_value_named_like_the_outputs_own_locals_is_refused(name):
+    """A silent clash would write the wrong value; the generator refuses it instead."""
+    table = contract.attributes() + (Attribute("test.clash", INT, Computed(name, "close_ns + 1")),)
+    with pytest.raises(ValueError, match=name):
+        otlp_frames.generated_encoder(table)
