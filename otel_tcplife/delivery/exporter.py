@@ -297,16 +297,17 @@ class QueuedExporter(Generic[T]):
             return
         with self._lock:  # counted under the lock too, so that a snapshot sees them queued and accepted
             closing = self._closing
-            dropped = len(items) if closing else self._queue.put_many(items)
-            if closing:
-                self.stats.add(accepted=len(items), dropped_shutdown=dropped)
-            elif dropped:
+            if not closing:
+                dropped = self._queue.put_many(items)
+                if not dropped:
+                    self.stats.add(accepted=len(items))
+                    return
                 self.stats.add(accepted=len(items), dropped_queue_full=dropped)
             else:
-                self.stats.add(accepted=len(items))
+                self.stats.add(accepted=len(items), dropped_shutdown=len(items))
         if closing:
-            self._warn("offer_closed", dropped, "shutting down: dropped {n} records offered late")
-        elif dropped:
+            self._warn("offer_closed", len(items), "shutting down: dropped {n} records offered late")
+        else:
             self._warn("queue_full", dropped, f"queue full ({self._queue.capacity} records): "
                                               "dropped the oldest {n} records")
 
