@@ -1,4 +1,9 @@
-"""Self-telemetry: what the agent saw, shipped and lost, as one JSON line."""
+"""Self-telemetry: what the agent saw, shipped and lost, as one JSON line.
+
+Each exported signal's figures balance in every line (otel_tcplife/delivery/exporter.py):
+accepted + replayed == exported + rejected + dropped + queued + in_flight + spool_records, where
+replayed and spool_records exist with a spool only; accepted == sessions_observed.
+"""
 
 from __future__ import annotations
 
