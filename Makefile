@@ -13,7 +13,13 @@ BPF_OBJECT := otel_tcplife/bpf/tcplife.bpf.o
 APT_PACKAGES := python3 python3-venv clang llvm libbpf-dev libbpf1 bpftool iproute2
 ARGS ?=
 
-.PHONY: setup apt run test bench clean
+# `make install`: the product, without the checkout. A venv at $(PREFIX) holding the wheel
+# (with the compiled BPF object) and its runtime dependencies only: $(PREFIX)/bin/otel-tcplife is
+# the agent (deploy/otel-tcplife.service and deploy/Containerfile run exactly that path) and
+# $(PREFIX)/share/man/man8/otel-tcplife.8 its man page. Run again to upgrade in place.
+PREFIX ?= /opt/otel-tcplife
+
+.PHONY: setup apt run test bench install clean
 
 setup: apt $(VENV)/.installed $(BPF_OBJECT)
 
@@ -44,6 +50,22 @@ test: setup
 
 bench: setup
 	$(PY) bench/run.py $(ARGS)
+
+install: apt
+	@if [ -e "$(PREFIX)" ] && [ ! -e "$(PREFIX)/pyvenv.cfg" ] && [ -n "$$(ls -A "$(PREFIX)")" ]; then \
+	  echo "make install: $(PREFIX) is neither empty nor an otel-tcplife install; choose another PREFIX" >&2; exit 2; \
+	fi
+	[ -e "$(PREFIX)/pyvenv.cfg" ] || $(PYTHON) -m venv "$(PREFIX)"
+	@# The wheel first (pip wheel builds the BPF object into it), then its dependencies; the
+	@# package itself is reinstalled every time, so a rebuilt wheel of the same version lands.
+	wheels=$$(mktemp -d) && trap 'rm -rf "$$wheels"' EXIT && \
+	  "$(PREFIX)/bin/python" -m pip wheel -q --no-deps --wheel-dir "$$wheels" . && \
+	  "$(PREFIX)/bin/python" -m pip install -q "$$wheels"/*.whl && \
+	  "$(PREFIX)/bin/python" -m pip install -q --no-deps --force-reinstall "$$wheels"/*.whl
+	mkdir -p "$(PREFIX)/share/man/man8"
+	"$(PREFIX)/bin/python" -m otel_tcplife.manpage > "$(PREFIX)/share/man/man8/otel-tcplife.8.tmp"
+	mv "$(PREFIX)/share/man/man8/otel-tcplife.8.tmp" "$(PREFIX)/share/man/man8/otel-tcplife.8"
+	@echo "installed: $(PREFIX)/bin/otel-tcplife, man page: man -M $(PREFIX)/share/man otel-tcplife"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info $(BPF_OBJECT)
