@@ -375,7 +375,7 @@ def test_during_an_outage_a_full_spool_drops_the_oldest_at_once(tmp_path):
     assert time.monotonic() - start < 1.0  # no waiting for room that will not come
     exp.shutdown(0.1)
     s = assert_accounted(exp.stats)
-    assert s["dropped_spool_full"] > 300 and s["spooled"] > 0
+    assert s["dropped_spool_full"] > 200 and s["spooled"] > 0  # ~180 records fit
 
 
 def test_a_record_too_big_for_the_spool_on_its_own_is_dropped_and_counted(tmp_path):
