@@ -16,6 +16,7 @@ The generated source is `Generated.source` (print it to read what an output runs
 from __future__ import annotations
 
 import ast
+import functools
 import linecache
 import re
 from collections import Counter
@@ -74,8 +75,18 @@ def fstring_lines(parts: list[str]) -> list[str]:
 FSTRING_PARTS = 30
 
 
-def _part_count(template: str) -> int:
-    return len(ast.parse("f" + repr(template), mode="eval").body.values)
+@functools.cache
+def _shape(part: str) -> tuple[int, bool, bool]:
+    """An f-string template part's number of parts, and whether it starts and ends with literal text."""
+    values = ast.parse("f" + repr(part), mode="eval").body.values
+    return len(values), isinstance(values[0], ast.Constant), isinstance(values[-1], ast.Constant)
+
+
+def _part_count(parts: list[str]) -> int:
+    """The number of parts of the f-string of the template parts (literal text meeting literal text is one)."""
+    shapes = [_shape(part) for part in parts if part]
+    return sum(n for n, _, _ in shapes) - sum(1 for (_, _, ends), (_, starts, _) in zip(shapes, shapes[1:])
+                                              if ends and starts)
 
 
 def fstring(parts: list[str], name: str) -> tuple[list[str], list[str]]:
@@ -85,7 +96,7 @@ def fstring(parts: list[str], name: str) -> tuple[list[str], list[str]]:
     room = 4  # parts left in every piece for the last one's references to the others
     pieces: list[list[str]] = [[]]
     for part in parts:
-        if pieces[-1] and _part_count("".join(pieces[-1] + [part])) > FSTRING_PARTS - room:
+        if pieces[-1] and _part_count(pieces[-1] + [part]) > FSTRING_PARTS - room:
             pieces.append([])
         pieces[-1].append(part)
     if len(pieces) > room + 1:
@@ -328,13 +339,23 @@ def loop_source(name: str, arguments: str, values: Values, setup: list[str], per
              *indent(after)]
     source = "\n".join(lines) + "\n"
     function = ast.parse(source).body[0]
-    assigned = Counter(node.id for node in ast.walk(function) if isinstance(node, ast.Name)
-                       and isinstance(node.ctx, ast.Store))
+    assigned = Counter(_assigned_names(function.body))
     arguments = {a.arg for a in function.args.args}
     clash = sorted(local for local in values.names() if assigned[local] > 1 or local in arguments)
     if clash:
         raise ValueError(f"generated {name}: {', '.join(clash)} named both by a value and by the output's code")
     return source
+
+
+def _assigned_names(statements: list[ast.stmt]):
+    """Every name the statements (and the blocks in them) assign to, once per assignment."""
+    for statement in statements:
+        targets = statement.targets if isinstance(statement, ast.Assign) else \
+            [statement.target] if isinstance(statement, (ast.AugAssign, ast.For)) else []
+        for target in targets:
+            yield from (node.id for node in ast.walk(target) if isinstance(node, ast.Name))
+        for block in ("body", "orelse"):
+            yield from _assigned_names(getattr(statement, block, []))
 
 
 @dataclass(frozen=True)

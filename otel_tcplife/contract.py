@@ -133,6 +133,9 @@ def role_name(role: int) -> str:
 
 @dataclass(frozen=True)
 class Attribute:
+    """One attribute of the session record: its key, the type of its value, where the value comes
+    from (for each role, with ByRole), and in which records it is."""
+
     key: str
     type: Type
     source: Source | ByRole
