@@ -16,6 +16,7 @@ from .config import (
     FORMATS,
     SPOOL_FSYNC,
     SPOOL_FULL_POLICIES,
+    SPOOL_MIN_BYTES,
     STATS_CHECK_SECONDS,
     Config,
     DeliverySettings,
@@ -188,8 +189,10 @@ def build_parser() -> ArgumentParser:
     out.add_argument("--spool-dir", metavar="DIR",
                      help="persist every batch on disk until the collector acknowledged it (at-least-once "
                           "across outages and restarts); the directory must be ours and not group/world-writable")
-    out.add_argument("--spool-max-bytes", type=positive_int, default=SpoolSettings.max_bytes, metavar="BYTES",
-                     help="disk the spool may use, over all signals (default %(default)s)")
+    out.add_argument("--spool-max-bytes", type=number(int, SPOOL_MIN_BYTES, inclusive=True),
+                     default=SpoolSettings.max_bytes, metavar="BYTES",
+                     help=f"disk the spool may use, over all signals, at least {SPOOL_MIN_BYTES} "
+                          "(default %(default)s)")
     out.add_argument("--spool-full-policy", choices=SPOOL_FULL_POLICIES, default=SpoolSettings.full_policy,
                      help="when the spool is full: drop its oldest batches or the new ones; counted either way "
                           "(default %(default)s)")

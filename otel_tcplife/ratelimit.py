@@ -26,7 +26,13 @@ def stderr_log(name: str) -> Callable[[str], None]:
     return log
 
 
+# Control characters as \xNN escapes: a server's message must not start a line of its own in our log.
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def clip(text: str) -> str:
+    """A reason or server message made safe for one log line: control characters escaped, clipped."""
+    text = text.translate(_CONTROL_ESCAPES)
     return text if len(text) <= _MAX_REASON else text[:_MAX_REASON] + "..."
 
 

@@ -1,4 +1,5 @@
-"""A negative value is refused for what it is, not taken for an option (-4 and -6 are options)."""
+"""Flag values refused for what they are: negative values are not taken for options (-4 and -6
+are options), and limits are checked before anything starts."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
     (["--poll-interval", "-1"], "argument --poll-interval: invalid value '-1': expected a number >= 0"),
     (["-4", "--stats-interval", "-.5"], "argument --stats-interval: invalid value '-.5': expected a number >= 0"),
     (["-D", "-443"], "argument -D/--remoteport: invalid port '-443' in '-443': expected 1-65535"),
+    (["--otlp-endpoint", "http://127.0.0.1:4317", "--spool-dir", "/tmp", "--spool-max-bytes", "1"],
+     "argument --spool-max-bytes: invalid value '1': expected a number >= 262144"),
 ])
-def test_a_negative_value_is_one_line_naming_the_value(args, message):
+def test_a_bad_value_is_one_line_naming_the_value(args, message):
     result = subprocess.run([sys.executable, "-m", "otel_tcplife", *args], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2
