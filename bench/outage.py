@@ -419,7 +419,8 @@ def report(args, storm: dict, summary: dict, sink: dict, peak: dict, notes: list
         if stats["accepted"] + stats.get("replayed", 0) != settled:
             failed.append(f"{key}: accepted + replayed {stats['accepted'] + stats.get('replayed', 0)} != exported + "
                           f"rejected + dropped + spooled {settled}")
-        for gauge in ("queued", "spooled", "spool_records", "replayed", "duplicated", "corrupted"):
+        for gauge in ("queued", "spooled", "spool_records", "replayed", "duplicated", "corrupted_entries",
+                      "corrupted_records", "spool_refused_files", "in_flight"):
             if stats.get(gauge):
                 failed.append(f"{key}: {gauge} = {stats[gauge]} at exit")
         if stats.get("dropped") or stats.get("rejected"):
