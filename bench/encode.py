@@ -13,7 +13,8 @@ size):
   does (frames in the reading thread, requests in the exporters).
 Prints µs per session (best and median round) and checks that both produce the same bytes.
 Then, on the same events, the stdout encoders alone: NDJSON, OTLP/JSON log records, OTLP/JSON
-spans (each batch's output made whole, as the agent writes it).
+spans (each batch's output made whole, as the agent writes it), the classic table (written to a
+stream that drops it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from otel_tcplife.output.otlp_json import OtlpJsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
 from otel_tcplife.output.otlp_frames import SessionFrames  # noqa: E402
 from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
+from otel_tcplife.output.table import TableStyle, TableWriter  # noqa: E402
 from otel_tcplife.record import RecordBuilder  # noqa: E402
 from otel_tcplife.resource import build_resource, resource_json, resource_proto, scope_json, scope_proto  # noqa: E402
 from otel_tcplife.session import Session, as_events  # noqa: E402
@@ -108,6 +110,16 @@ def run_frames(frames: SessionFrames, wire: WireEncoder, events, ids, batch) -> 
     return (time.perf_counter_ns() - start) / 1e3 / len(events), out
 
 
+class Discard:
+    """A text stream that keeps nothing: the table's rows are made, not written."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def run_stdout(encode, events, ids, batch) -> float:
     """µs per session for encode(batch, ids) -> pieces of output, every piece made."""
     gc.collect()
@@ -134,12 +146,14 @@ def main() -> None:
     labels = ("records + ProtoEncoder", "SessionFrames + WireEncoder")
     times: dict[str, list[float]] = {label: [] for label in labels}
     ndjson = NdjsonEncoder(names)
+    table = TableWriter(Discard(), TableStyle())
     otlp_json = {signal: OtlpJsonEncoder(resource_json(build_resource()), scope_json(), signal, names)
                  for signal in ("logs", "traces")}
     stdout_encoders = {
         "NDJSON": lambda b, i: ndjson.encode(b, i, OBSERVED),
         "OTLP/JSON log records": lambda b, i: otlp_json["logs"].encode(b, i, OBSERVED, OBSERVED),
         "OTLP/JSON spans": lambda b, i: otlp_json["traces"].encode(b, i, OBSERVED, OBSERVED),
+        "table": lambda b, i: table.write(b) or (),
     }
     stdout_times: dict[str, list[float]] = {name: [] for name in stdout_encoders}
     payload = 0
