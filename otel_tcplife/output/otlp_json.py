@@ -103,7 +103,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str) -
         per_event=per_event,
         record=[*role_switch(branches), "j += 48"],
         after=["return items"])
-    return generate("encode_records", source, values, {"body_text": body_text}, f"{__name__}.{signal}")
+    return generate("encode_records", source, values, {"body_text": body_text}, __name__, signal)
 
 
 for _signal in SIGNALS:  # the default table's, made as the module loads

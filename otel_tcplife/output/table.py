@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence, TextIO
 
 from .. import abi
-from ..codegen import compile_function
+from ..codegen import compile_function, generated_filename
 from ..session import Formatted, address_caches, comm_text, port_cache
 
 HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
@@ -46,7 +46,7 @@ def rows(events, processes, v4, v6, ports, kilobytes, milliseconds):
                f"{milliseconds[(close_ns - birth_ns) // 1000]}")
     return lines
 """.replace("EVENT_FIELDS", abi.EVENT_TARGET)
-rows = compile_function(ROW_LOOP, "rows", {}, f"<generated {__name__}.rows>")
+rows = compile_function(ROW_LOOP, "rows", {}, generated_filename(__name__, "rows"))
 close_ns = abi.event_getter("close_ns")
 
 
