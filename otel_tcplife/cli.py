@@ -10,7 +10,8 @@ import sys
 import time
 from typing import NoReturn, Sequence
 
-from . import __version__, interpreter
+from . import __version__, interpreter, log
+from .log import PROG
 from .abi import MAX_PORTS
 from .config import (
     FORMATS,
@@ -32,7 +33,6 @@ from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
 from .resource import check_resource_env
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
 
-PROG = "otel-tcplife"
 
 EXAMPLES = """examples:
     otel-tcplife           # trace all TCP connect()s and accept()s
@@ -248,11 +248,6 @@ def parse_config(argv: Sequence[str] | None) -> Config:
                   stats_interval=args.stats_interval, summary=args.summary)
 
 
-def warn(message: str) -> None:
-    sys.stderr.write(f"{PROG}: warning: {message}\n")
-    sys.stderr.flush()
-
-
 class Stopper:
     """Turns SIGINT, SIGTERM and SIGHUP into a flag the read loop checks: each ends the agent
     with a flush and the stats line. SIGHUP is what a closed terminal or a session manager
@@ -276,7 +271,7 @@ class LossReporter:
         self.probe = probe
         self.reported = {"lost": 0, "untracked": 0}
         self.next_check = time.monotonic() + STATS_CHECK_SECONDS
-        self._warn = RateLimitedLog(warn, log_interval)
+        self._warn = RateLimitedLog(log.warn, log_interval)
 
     def check(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -302,15 +297,14 @@ def run(config: Config) -> int:
     try:
         with CoreProbe(config.probe) as probe:
             for message in probe.warnings:
-                warn(message)
+                log.warn(message)
             for message in dict.fromkeys(w for s in config.otlp.values() for w in s.warnings):
-                warn(message)  # once, though each signal's settings carry it
+                log.warn(message)  # once, though each signal's settings carry it
             if config.probe.verbose or config.format != "table":
                 # The classic table stays quiet; a shipper says once what it does.
                 exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
-                sys.stderr.write(f"{PROG}: tracing via {probe.attach_mode}; format {config.format}"
-                                 f"{'; exporting ' + exports if exports else ''}\n")
-                sys.stderr.flush()
+                log.line(f"tracing via {probe.attach_mode}; format {config.format}"
+                         f"{'; exporting ' + exports if exports else ''}")
             losses = LossReporter(probe)
             pipeline.stats.kernel = lambda: losses.reported
             next_stats = time.monotonic() + config.stats_interval
@@ -323,7 +317,7 @@ def run(config: Config) -> int:
                 losses.check()
                 if config.stats_interval and time.monotonic() >= next_stats:
                     next_stats += config.stats_interval
-                    sys.stderr.write(pipeline.stats.line())
+                    log.stats(pipeline.stats.line())
             # Everything already in the ring buffer; then detach before the flush,
             # so sessions closing meanwhile are not counted as lost.
             while records := probe.drain():
@@ -332,7 +326,7 @@ def run(config: Config) -> int:
     finally:
         pipeline.shutdown()
     if config.prints_summary:
-        sys.stderr.write(pipeline.stats.line())
+        log.stats(pipeline.stats.line())
     return 0
 
 
@@ -341,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(parse_config(argv))
     except TcplifeError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        log.error(str(exc))
         return exc.exit_status
     except BrokenPipeError:
         # The reader went away (`otel-tcplife | head`): stop quietly, and keep

@@ -24,8 +24,8 @@ class DeliverySettings:
 
 SPOOL_FSYNC = ("always", "interval", "never")
 SPOOL_FULL_POLICIES = ("drop_oldest", "drop_newest")
-# Below this a spool holds too few requests to be useful: a request of one batch is tens of KiB.
-SPOOL_MIN_BYTES = 256 * 1024
+# Below this a spool holds too few requests to be useful (requests are split to fit, down to one record).
+SPOOL_MIN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import threading
 import time
 from typing import BinaryIO, TextIO
@@ -25,6 +24,7 @@ from typing import BinaryIO, TextIO
 from .clock import WallClock
 from .config import Config
 from .enrich import ProcessNames
+from . import log
 from .errors import UsageError
 from .output.ndjson import NdjsonEncoder
 from .output.table import TableWriter
@@ -35,11 +35,6 @@ from .stdout_guard import StdoutGuard
 # Backoff between retries stays short: a collector that is back is found within
 # seconds (a success also ends the other requests' waits at once).
 RETRY_MAX_INTERVAL = 5.0
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"otel-tcplife: {message}\n")
-    sys.stderr.flush()
 
 
 class Pipeline:
@@ -54,7 +49,7 @@ class Pipeline:
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
         self._locks: list[int] = []  # spool directory locks, held until exit
-        self.stdout_guard = StdoutGuard(exporting=bool(config.otlp), warn=lambda m: _log(f"warning: {m}"))
+        self.stdout_guard = StdoutGuard(exporting=bool(config.otlp), warn=log.warn)
         self.stats.stdout_dropped = lambda: self.stdout_guard.dropped
         if config.format == "table" and not config.otlp:
             return
@@ -95,21 +90,18 @@ class Pipeline:
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
                     retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed),
-                    log=lambda m, s=signal: _log(f"{s}: {m}"),
+                    log=log.named(signal),
                     spool=spool,
                 )
                 self.stats.exporters[signal] = self.exporters[signal].stats
 
     def _open_spool(self, signal: str, signals: int):
-        from .delivery import Spool, SpoolDirectoryError, check_directory
+        from .delivery import Spool, check_directory
 
         settings = self.config.spool
         directory = os.path.join(settings.directory, signal)
-        try:
-            check_directory(settings.directory)
-            check_directory(directory)
-        except SpoolDirectoryError as exc:
-            raise UsageError(str(exc)) from None
+        check_directory(settings.directory)
+        check_directory(directory)
         # One agent per spool: a second writer would corrupt it. The kernel
         # drops the lock when we exit, however we exit.
         lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -120,7 +112,7 @@ class Pipeline:
             raise UsageError(f"spool directory {directory} is in use by another otel-tcplife") from None
         self._locks.append(lock)
         return Spool(directory, max_bytes=settings.max_bytes // signals, fsync=settings.fsync,
-                     full_policy=settings.full_policy, log=lambda m: _log(f"{signal} spool: {m}"))
+                     full_policy=settings.full_policy, log=log.named(f"{signal} spool"))
 
     def start(self) -> None:
         if self.table:

@@ -7,23 +7,12 @@ not lost: its count is summed into the next line of its kind, or written by flus
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
 
 LOG_INTERVAL = 10.0  # seconds between two warnings of the same kind
 _MAX_REASON = 300  # characters of a reason or server message kept in a log line
-
-
-def stderr_log(name: str) -> Callable[[str], None]:
-    """A log function writing "otel-tcplife: <name>: <message>" lines to stderr."""
-
-    def log(message: str) -> None:
-        sys.stderr.write(f"otel-tcplife: {name}: {message}\n")
-        sys.stderr.flush()
-
-    return log
 
 
 # Control characters as \xNN escapes: a server's message must not start a line of its own in our log.

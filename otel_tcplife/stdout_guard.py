@@ -17,11 +17,7 @@ import errno
 import os
 from typing import Callable
 
-from .errors import TcplifeError
-
-
-class StdoutFailed(TcplifeError):
-    """stdout failed and nothing else is left to do."""
+from .errors import StdoutFailed
 
 
 class StdoutGuard:

@@ -7,10 +7,10 @@ lives in otel_tcplife.delivery.testing. An optional Spool (spool.py) persists re
 between encoding and sending, for at-least-once delivery across restarts and crashes.
 """
 
-from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
+from ..errors import PermanentError, RetryableError, RetryExhausted, SendError
 from .exporter import ExporterStats, QueuedExporter
 from .queue import BoundedQueue
-from .retry import RetryPolicy, send_with_retry
+from .retry import RetryPolicy, SendResult, send_with_retry
 from .spool import Entry, Spool, SpoolDirectoryError, check_directory
 
 __all__ = [

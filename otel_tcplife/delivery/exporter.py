@@ -58,10 +58,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ContextManager, Generic, Literal, TypeVar
 
-from .errors import PermanentError, RetryableError, RetryExhausted, SendError, SendResult
+from ..errors import PermanentError, RetryableError, RetryExhausted, SendError
+from .. import log as stderr
+from ..ratelimit import RateLimitedLog
 from .queue import BoundedQueue
-from ..ratelimit import RateLimitedLog, stderr_log
-from .retry import STOP_CHECK_INTERVAL, Progress, RetryPolicy, send_with_retry
+from .retry import STOP_CHECK_INTERVAL, Progress, RetryPolicy, SendResult, send_with_retry
 from .spool import Entry, Spool
 
 T = TypeVar("T")
@@ -234,7 +235,7 @@ class QueuedExporter(Generic[T]):
         self._max_in_flight = max_in_flight
         self._timeout = timeout
         self._retry = retry
-        self._log = log or stderr_log(name)
+        self._log = log or stderr.named(name)
         self._warn = RateLimitedLog(self._log)
         self._rng = random.Random()
         self._progress = Progress()  # a success anywhere ends the other requests' backoff

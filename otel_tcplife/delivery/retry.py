@@ -17,7 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import RetryableError, RetryExhausted, SendResult
+from ..errors import RetryableError, RetryExhausted
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A request the server accepted: all of it, or all but `rejected` records (partial success,
+    never retried: sending them again would be refused again)."""
+
+    rejected: int = 0  # records the server rejected in a partial success
+    message: str = ""  # the server's message (a warning when rejected is 0)
 
 
 @dataclass(frozen=True)

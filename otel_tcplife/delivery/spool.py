@@ -119,7 +119,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..ratelimit import RateLimitedLog, stderr_log
+from ..errors import UsageError
+from .. import log as stderr
+from ..ratelimit import RateLimitedLog
 
 
 def crc32c(data) -> int:
@@ -143,7 +145,7 @@ FsyncPolicy = Literal["always", "interval", "never"]
 FullPolicy = Literal["drop_oldest", "drop_newest"]
 
 
-class SpoolDirectoryError(ValueError):
+class SpoolDirectoryError(UsageError):
     """The spool directory cannot be used safely; the message is one line for the user."""
 
 
@@ -421,7 +423,7 @@ class Spool:
         self.fsync_interval = fsync_interval
         self.full_policy = full_policy
         self._clock = clock
-        self._log = log or stderr_log("spool")
+        self._log = log or stderr.named("spool")
         self._warn = RateLimitedLog(self._log)
         self._lock = threading.Lock()
         self._closed = False

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Union
 
-from .errors import RetryableError, SendError, SendResult
+from ..errors import RetryableError, SendError
+from .retry import SendResult
 
 
 @dataclass(frozen=True)

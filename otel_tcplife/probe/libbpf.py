@@ -9,9 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import sys
 from ctypes import POINTER, c_char_p, c_int, c_size_t, c_uint, c_void_p
 
+from .. import log
 from ..errors import LibbpfError, ProbeError
 
 LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so")
@@ -78,7 +78,7 @@ class Libbpf:
         # Kept for error messages; shown only with -v (or debug).
         self.messages.append(text)
         if self.verbose:
-            sys.stderr.write("libbpf: " + text)
+            log.line("libbpf: " + text.rstrip("\n"))
         return 0
 
     def check_ptr(self, step: str, ptr: int | None) -> int:

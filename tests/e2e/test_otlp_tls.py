@@ -5,8 +5,6 @@ from __future__ import annotations
 import ssl
 import time
 
-import pytest
-
 from ..otlp_receiver import OtlpReceiver
 
 FAST = ("--flush-interval", "0.2")

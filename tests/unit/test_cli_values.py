@@ -15,7 +15,7 @@ import pytest
     (["-4", "--stats-interval", "-.5"], "argument --stats-interval: invalid value '-.5': expected a number >= 0"),
     (["-D", "-443"], "argument -D/--remoteport: invalid port '-443' in '-443': expected 1-65535"),
     (["--otlp-endpoint", "http://127.0.0.1:4317", "--spool-dir", "/tmp", "--spool-max-bytes", "1"],
-     "argument --spool-max-bytes: invalid value '1': expected a number >= 262144"),
+     "argument --spool-max-bytes: invalid value '1': expected a number >= 65536"),
 ])
 def test_a_bad_value_is_one_line_naming_the_value(args, message):
     result = subprocess.run([sys.executable, "-m", "otel_tcplife", *args], capture_output=True, text=True,

@@ -526,7 +526,7 @@ def test_check_directory_refuses_a_world_writable_directory(tmp_path):
     path.chmod(0o777)
     with pytest.raises(SpoolDirectoryError, match=r"writable by group or others \(mode 0777\)"):
         check_directory(str(path))
-    with pytest.raises(ValueError):  # a SpoolDirectoryError is a ValueError, so Spool() refuses it too
+    with pytest.raises(SpoolDirectoryError):  # Spool() refuses it too
         Spool(str(path), max_bytes=1000)
 
 
