@@ -7,6 +7,7 @@ the compiled object, so the two cannot drift apart silently.
 from __future__ import annotations
 
 import operator
+import socket
 import struct
 from typing import Callable
 
@@ -86,3 +87,21 @@ def pack_config(pid: int, family: int, sports: tuple[int, ...], dports: tuple[in
         raise ValueError(f"at most {MAX_PORTS} ports per list")
     pad = lambda ports: tuple(ports) + (0,) * (MAX_PORTS - len(ports))  # noqa: E731
     return PROBE_CONFIG.pack(pid, family, *pad(sports), *pad(dports), wakeup_bytes)
+
+
+# How an event's bytes read as text.
+def address_text(family: int, raw: bytes) -> str:
+    """An event's address (16 bytes, IPv4 in the first 4) as text."""
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def address_bytes(family: int, text: str) -> bytes:
+    """address_text's inverse: an address as an event holds it (16 bytes, IPv4 in the first 4)."""
+    return socket.inet_pton(socket.AF_INET if family == 4 else socket.AF_INET6, text).ljust(16, b"\0")
+
+
+def comm_text(raw: bytes) -> str:
+    """An event's comm (NUL-padded, not always valid UTF-8) as text."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -26,8 +26,9 @@ from typing import Callable
 import orjson
 
 from . import abi, session
+from .abi import address_text, comm_text
+from .caches import Formatted, port_cache
 from .contract import DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type
-from .session import Formatted, address_text, comm_text, port_cache
 
 # The role branches of a generated loop: name, and the role its records have.
 ROLES = (("client", abi.ROLE_CLIENT), ("server", abi.ROLE_SERVER), ("unknown", abi.ROLE_UNKNOWN))

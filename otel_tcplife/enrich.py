@@ -1,6 +1,6 @@
 """Per-process facts for session records, cached per (pid, comm).
 
-Every text that comes from the system enters here, or in session.comm_text, and leaves as
+Every text that comes from the system enters here, or in abi.comm_text, and leaves as
 valid UTF-8: bytes that are not UTF-8 (a file named b"x\\xff") become U+FFFD, the Unicode
 replacement character. Encoders can then encode any text without failing.
 """

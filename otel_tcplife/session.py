@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 from . import abi
+from .abi import address_bytes, comm_text
+from .caches import Formatted, address_caches
 
 
 class Session(NamedTuple):
@@ -41,54 +42,6 @@ COMM_FIELD = "comm"
 def event_field(name: str) -> str:
     """The event field a Session field comes from."""
     return EVENT_FIELD.get(name, name)
-
-
-def address_text(family: int, raw: bytes) -> str:
-    """An event's address (16 bytes, IPv4 in the first 4) as text."""
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
-def address_bytes(family: int, text: str) -> bytes:
-    """address_text's inverse: an address as an event holds it (16 bytes, IPv4 in the first 4)."""
-    return socket.inet_pton(socket.AF_INET if family == 4 else socket.AF_INET6, text).ljust(16, b"\0")
-
-
-def comm_text(raw: bytes) -> str:
-    """An event's comm (NUL-padded, not always valid UTF-8) as text."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-CACHE_LIMIT = 8192  # entries per Formatted cache, unless told otherwise
-
-
-class Formatted(dict):
-    """key -> make(key), made once: formatting a field costs several times a lookup. Cleared when
-    full (limit entries), so that it stays bounded."""
-
-    def __init__(self, make: Callable, limit: int | None = None) -> None:
-        super().__init__()
-        self.make = make
-        self.limit = CACHE_LIMIT if limit is None else limit
-
-    def __missing__(self, key):
-        if len(self) >= self.limit:
-            self.clear()
-        value = self[key] = self.make(key)
-        return value
-
-
-def address_caches(make: Callable[[str], object] = str) -> tuple[Formatted, Formatted]:
-    """Raw address (16 bytes) -> make(its text), for IPv4 and for IPv6: one cache per family,
-    since 0.0.0.0 and :: are the same bytes. The outputs read events with these, not Sessions."""
-    return (Formatted(lambda raw: make(address_text(4, raw))),
-            Formatted(lambda raw: make(address_text(6, raw))))
-
-
-def port_cache(make: Callable[[int], object] = str) -> Formatted:
-    """Port -> make(port), never cleared: only 65,536 ports exist."""
-    return Formatted(make, limit=1 << 16)
 
 
 # An event's fields in Session order.

@@ -22,6 +22,8 @@ import struct
 from typing import Callable, Sequence
 
 from .. import abi, contract, session
+from ..abi import address_text, comm_text
+from ..caches import Formatted, port_cache
 from ..codegen import (
     ROLES, Generated, Item, Values, event_expression, generate, identifier, indent, local_name, loop_source, role_items,
     role_switch,
@@ -29,7 +31,6 @@ from ..codegen import (
 from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, Lookup
 from ..enrich import ProcessNames
 from ..record import body_text
-from ..session import Formatted, address_text, comm_text, port_cache
 from .otlp_wire import (
     EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
     int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Sequence, TextIO
 
 from .. import abi
+from ..abi import comm_text
+from ..caches import Formatted, address_caches, port_cache
 from ..codegen import compile_function, generated_filename
-from ..session import Formatted, address_caches, comm_text, port_cache
 
 HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from otel_tcplife import abi
 from otel_tcplife.enrich import ProcessNames
-from otel_tcplife import session
+from otel_tcplife import caches
 from otel_tcplife.output.otlp_frames import SessionFrames
 from otel_tcplife.output.otlp_proto import ProtoEncoder
 from otel_tcplife.output.otlp_wire import WireEncoder
@@ -51,7 +51,7 @@ def test_long_bodies_zero_times_and_unknown_roles():
 
 
 def test_full_caches_are_cleared_and_refilled(monkeypatch):
-    monkeypatch.setattr(session, "CACHE_LIMIT", 3)
+    monkeypatch.setattr(caches, "CACHE_LIMIT", 3)
     frames = SessionFrames(ProcessNames(proc="/nonexistent"))
     assert_frames_match_records(varied_sessions(50), frames)
     assert all(len(cache) <= 3 for name, cache in frames.caches.items() if name != "port_text")  # ports: never

@@ -8,7 +8,7 @@ import random
 import re
 import socket
 
-from otel_tcplife import abi, session
+from otel_tcplife import abi, caches
 from otel_tcplife.output.table import TableStyle, TableWriter
 
 # The classic tool's row formats (one % for the whole row, the IP slot after COMM).
@@ -110,7 +110,7 @@ def test_the_same_raw_bytes_are_shown_by_family():
 def test_rows_equal_the_classic_formats_for_random_events(monkeypatch):
     """Many events, with values at the columns' widths and beyond, durations that round either
     way, names that are cut, not UTF-8 or empty; the caches are kept small so they fill and clear."""
-    monkeypatch.setattr(session, "CACHE_LIMIT", 50)
+    monkeypatch.setattr(caches, "CACHE_LIMIT", 50)
     rng = random.Random(5)
     addresses = ["127.0.0.1", "10.1.2.3", "255.255.255.255", "0.0.0.0", "::", "::1", "fe80::1",
                  "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", "::ffff:10.0.0.1"]
