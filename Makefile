@@ -51,7 +51,9 @@ test: setup
 bench: setup
 	$(PY) bench/run.py $(ARGS)
 
+install: export PIP_DISABLE_PIP_VERSION_CHECK = 1
 install: apt
+	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path, not '$(PREFIX)'" >&2; exit 2;; esac
 	@if [ -e "$(PREFIX)" ] && [ ! -e "$(PREFIX)/pyvenv.cfg" ] && [ -n "$$(ls -A "$(PREFIX)")" ]; then \
 	  echo "make install: $(PREFIX) is neither empty nor an otel-tcplife install; choose another PREFIX" >&2; exit 2; \
 	fi
