@@ -37,7 +37,8 @@ from otel_tcplife.output.otlp_json import OtlpJsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
 from otel_tcplife.output.otlp_frames import SessionFrames  # noqa: E402
 from otel_tcplife.output.otlp_wire import WireEncoder  # noqa: E402
-from otel_tcplife.output.table import TableStyle, TableWriter  # noqa: E402
+from otel_tcplife.config import TableStyle  # noqa: E402
+from otel_tcplife.output.table import TableWriter  # noqa: E402
 from otel_tcplife.record import RecordBuilder  # noqa: E402
 from otel_tcplife.resource import build_resource, resource_json, resource_proto, scope_json, scope_proto  # noqa: E402
 from otel_tcplife.session import Session, as_events  # noqa: E402

@@ -11,9 +11,10 @@ import time
 from typing import NoReturn, Sequence
 
 from . import __version__, interpreter, log
-from .log import PROG
 from .abi import MAX_PORTS
 from .config import (
+    ATTACH_MODES,
+    DEFAULT_RING_BUFFER_BYTES,
     FORMATS,
     SPOOL_FSYNC,
     SPOOL_FULL_POLICIES,
@@ -21,17 +22,19 @@ from .config import (
     STATS_CHECK_SECONDS,
     Config,
     DeliverySettings,
+    ProbeSettings,
     SpoolSettings,
+    TableStyle,
 )
 from .errors import TcplifeError, UsageError
+from .log import PROG
 from .otlp_config import SIGNALS, OtlpFlags
 from .otlp_config import resolve as resolve_otlp
-from .output.table import TableStyle
 from .pipeline import Pipeline
-from .probe import ATTACH_MODES, CoreProbe, ProbeSettings
-from .probe.core import DEFAULT_RING_BUFFER_BYTES, check_ring_buffer_bytes
-from .resource import check_resource_env
+from .probe import CoreProbe
+from .probe.core import check_ring_buffer_bytes
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
+from .resource import check_resource_env
 
 
 EXAMPLES = """examples:

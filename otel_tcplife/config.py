@@ -1,15 +1,65 @@
-"""Settings resolved from the command line and environment: frozen values, checked once."""
+"""Settings resolved from the command line and environment: frozen values, checked once.
+
+Plain values only: this module imports no implementation, so that any module can take its
+settings from here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .otlp_config import OtlpSettings
-from .output.table import TableStyle
-from .probe import ProbeSettings
-
 STATS_CHECK_SECONDS = 1.0  # how often kernel-side loss counters are read
 FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "none")
+# How sock:inet_sock_set_state is attached: tp_btf (direct access to the
+# socket) or the classic tracepoint; "auto" tries tp_btf first.
+ATTACH_MODES = ("auto", "tp_btf", "tracepoint")
+# ~80k events: about 1.3 s of a 2-core machine's maximum rate (~60k sessions/s), so that the
+# reader, sharing the CPUs with the workload, can fall behind for a moment without losing any.
+DEFAULT_RING_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    pid: int = 0
+    family: int = 0  # 0, 4 or 6
+    local_ports: tuple[int, ...] = ()
+    remote_ports: tuple[int, ...] = ()
+    ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
+    # > 0: the reader polls this often (seconds) and the kernel wakes it only when
+    # the ring buffer is a quarter full; 0: the kernel wakes it for every event.
+    poll_interval: float = 0.1
+    attach: str = "auto"  # one of ATTACH_MODES
+    verbose: bool = False
+    ring_reader: str = "auto"  # auto, mmap or libbpf; auto: mmap on x86-64, else libbpf (see probe.ring)
+
+
+@dataclass(frozen=True)
+class TableStyle:
+    wide: bool = False
+    csv: bool = False  # overrides wide
+    wall_time: bool = False  # -T: TIME column, local HH:MM:SS at print time
+    timestamp: bool = False  # -t: TIME(s) column, seconds since the first row
+
+
+@dataclass(frozen=True)
+class OtlpSettings:
+    """Where and how to export one signal. Header values are secrets: never print them."""
+
+    target: str  # host:port for grpc
+    secure: bool
+    # PEM CAs to trust: --otlp-certificate's, else the system bundle (see otlp_config.system_roots).
+    # None (settings made by hand) also means the system bundle, never gRPC's own roots.pem.
+    root_certificates: bytes | None = None
+    client_key: bytes | None = None
+    client_certificate: bytes | None = None
+    headers: tuple[tuple[str, str | bytes], ...] = ()  # -bin keys: bytes
+    compression: str = "none"  # none | gzip
+    timeout: float = 10.0
+    warnings: tuple[str, ...] = ()  # for the user, once at start (no secrets in them)
+
+    def __repr__(self) -> str:  # keep header values and keys out of any log
+        return (f"OtlpSettings(target={self.target!r}, secure={self.secure}, "
+                f"headers=<{len(self.headers)} hidden>, compression={self.compression!r})")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
+from .config import OtlpSettings
 from .errors import UsageError
 
 SIGNALS = ("logs", "traces")
@@ -43,27 +44,6 @@ SYSTEM_CA_FILES = (
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # CentOS, RHEL 7
     "/etc/ssl/cert.pem",  # Alpine
 )
-
-
-@dataclass(frozen=True)
-class OtlpSettings:
-    """Where and how to export one signal. Header values are secrets: never print them."""
-
-    target: str  # host:port for grpc
-    secure: bool
-    # PEM CAs to trust: --otlp-certificate's, else the system bundle (see system_roots).
-    # None (settings made by hand) also means the system bundle, never gRPC's own roots.pem.
-    root_certificates: bytes | None = None
-    client_key: bytes | None = None
-    client_certificate: bytes | None = None
-    headers: tuple[tuple[str, str | bytes], ...] = ()  # -bin keys: bytes
-    compression: str = "none"  # none | gzip
-    timeout: float = 10.0
-    warnings: tuple[str, ...] = ()  # for the user, once at start (no secrets in them)
-
-    def __repr__(self) -> str:  # keep header values and keys out of any log
-        return (f"OtlpSettings(target={self.target!r}, secure={self.secure}, "
-                f"headers=<{len(self.headers)} hidden>, compression={self.compression!r})")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from .config import Config
 from .enrich import ProcessNames
 from . import log
 from .errors import UsageError
-from .output.ndjson import NdjsonEncoder
 from .output.table import TableWriter
 from .stats import Stats
 from .stdout_guard import StdoutGuard
@@ -43,7 +42,7 @@ class Pipeline:
         self.stats = Stats()
         self.table = TableWriter(stdout, config.table) if config.format == "table" else None
         self.stdout: BinaryIO = stdout.buffer
-        self.ndjson: NdjsonEncoder | None = None
+        self.ndjson = None  # an NdjsonEncoder
         self.otlp_json = None  # an OtlpJsonEncoder
         self.frames = None  # a SessionFrames, for OTLP/gRPC
         self.exporters: dict = {}  # signal -> QueuedExporter
@@ -57,6 +56,8 @@ class Pipeline:
         self.clock = WallClock()
         names = ProcessNames()
         if config.format == "ndjson":
+            from .output.ndjson import NdjsonEncoder
+
             self.ndjson = NdjsonEncoder(names)
         if config.format == "ndjson" and not config.otlp:
             return

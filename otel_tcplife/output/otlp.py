@@ -21,7 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 
 from ..delivery import PermanentError, RetryableError, SendResult  # noqa: E402
-from ..otlp_config import OtlpSettings, system_roots  # noqa: E402
+from ..config import OtlpSettings  # noqa: E402
+from ..otlp_config import system_roots  # noqa: E402
 
 RETRYABLE_CODES = frozenset({
     grpc.StatusCode.CANCELLED,

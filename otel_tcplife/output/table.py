@@ -9,13 +9,13 @@ when the module loads, its target abi.EVENT_TARGET).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Sequence, TextIO
 
 from .. import abi
 from ..abi import comm_text
 from ..caches import Formatted, address_caches, port_cache
 from ..codegen import compile_function, generated_filename
+from ..config import TableStyle
 
 HEADER = ("PID", "COMM", "LADDR", "LPORT", "RADDR", "RPORT", "TX_KB", "RX_KB", "MS")
 
@@ -49,14 +49,6 @@ def rows(events, processes, v4, v6, ports, kilobytes, milliseconds):
 """.replace("EVENT_FIELDS", abi.EVENT_TARGET)
 rows = compile_function(ROW_LOOP, "rows", {}, generated_filename(__name__, "rows"))
 close_ns = abi.event_getter("close_ns")
-
-
-@dataclass(frozen=True)
-class TableStyle:
-    wide: bool = False
-    csv: bool = False  # overrides wide
-    wall_time: bool = False  # -T: TIME column, local HH:MM:SS at print time
-    timestamp: bool = False  # -t: TIME(s) column, seconds since the first row
 
 
 class TableWriter:

@@ -1,5 +1,6 @@
 """The kernel probe: loads bpf/tcplife.bpf.c and reads its closed-session events."""
 
-from .core import ATTACH_MODES, CoreProbe, ProbeSettings
+from ..config import ATTACH_MODES, ProbeSettings
+from .core import CoreProbe
 
 __all__ = ["ATTACH_MODES", "CoreProbe", "ProbeSettings"]

@@ -10,27 +10,21 @@ from __future__ import annotations
 import ctypes
 import errno
 from contextlib import ExitStack
-from dataclasses import dataclass
 from importlib import resources
 
 from .. import abi
+from ..config import ProbeSettings
 from ..errors import LibbpfError, ProbeError
 from . import preflight
 from .libbpf import Libbpf
 from .ring import LibbpfRingReader, RingReader, default_ring_reader
 
-# How sock:inet_sock_set_state is attached: tp_btf (direct access to the
-# socket) or the classic tracepoint; "auto" tries tp_btf first.
-ATTACH_MODES = ("auto", "tp_btf", "tracepoint")
 SET_STATE_PROGRAMS = {"tp_btf": "set_state_btf", "tracepoint": "set_state_tracepoint"}
 # Optional: without them the owner of an accepted session is the task that
 # closes it (as close()/shutdown() run in the owning task).
 ACCEPT_PROGRAMS = ("sys_exit_accept4", "sys_exit_accept")
 
 PAGE_SIZE = 4096
-# ~80k events: about 1.3 s of a 2-core machine's maximum rate (~60k sessions/s), so that the
-# reader, sharing the CPUs with the workload, can fall behind for a moment without losing any.
-DEFAULT_RING_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 def object_path() -> str:
@@ -44,21 +38,6 @@ def check_ring_buffer_bytes(size: int) -> int:
     if size < PAGE_SIZE or size & (size - 1):
         raise ValueError(f"ring buffer size must be a power of two of at least {PAGE_SIZE} bytes")
     return size
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    pid: int = 0
-    family: int = 0  # 0, 4 or 6
-    local_ports: tuple[int, ...] = ()
-    remote_ports: tuple[int, ...] = ()
-    ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
-    # > 0: the reader polls this often (seconds) and the kernel wakes it only when
-    # the ring buffer is a quarter full; 0: the kernel wakes it for every event.
-    poll_interval: float = 0.1
-    attach: str = "auto"
-    verbose: bool = False
-    ring_reader: str = "auto"  # auto, mmap or libbpf; auto: mmap on x86-64, else libbpf (see probe.ring)
 
 
 class CoreProbe:

@@ -9,7 +9,8 @@ import re
 import socket
 
 from otel_tcplife import abi, caches
-from otel_tcplife.output.table import TableStyle, TableWriter
+from otel_tcplife.config import TableStyle
+from otel_tcplife.output.table import TableWriter
 
 # The classic tool's row formats (one % for the whole row, the IP slot after COMM).
 CLASSIC_ROWS = {
