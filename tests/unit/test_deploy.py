@@ -228,6 +228,9 @@ def test_the_daemonset_names_its_node_and_runs_the_image_of_this_version():
     from otel_tcplife.resource import resource_env
     expanded = env["OTEL_RESOURCE_ATTRIBUTES"]["value"].replace("$(NODE_NAME)", "node-1")
     assert resource_env({"OTEL_RESOURCE_ATTRIBUTES": expanded})["k8s.node.name"] == "node-1"
+    # Header values (secrets) come from a Secret, and the pod starts without one.
+    headers = env["OTEL_EXPORTER_OTLP_HEADERS"]
+    assert "value" not in headers and headers["valueFrom"]["secretKeyRef"]["optional"] is True
     assert container["image"].endswith(f":{__version__}")
     from otel_tcplife.cli import parse_config
     config = parse_config(container["args"] + ["--otlp-endpoint", env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"]])
