@@ -52,27 +52,36 @@ def _utf8(var: str, text: str) -> str:
     return text
 
 
-def resource_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The attributes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set, checked.
-
-    OTEL_RESOURCE_ATTRIBUTES is `key=value,...` (W3C-baggage-like; empty entries are
-    skipped), values percent-decoded. Errors name the entry or key, never the value.
-    """
-    var = "OTEL_RESOURCE_ATTRIBUTES"
+def parse_resource_attributes(text: str, var: str = "OTEL_RESOURCE_ATTRIBUTES",
+                              strict: bool = True) -> dict[str, str]:
+    """`key=value,...` (W3C-baggage-like; empty entries skipped), values percent-decoded. Strict: a
+    malformed entry is a UsageError that names the entry or key, never the value; otherwise it is
+    skipped (a traced process's environment is not ours to refuse)."""
     attributes = {}
-    for index, item in enumerate(_utf8(var, env.get(var, "")).split(","), start=1):
+    for index, item in enumerate(text.split(","), start=1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep:
-            raise UsageError(f"malformed {var}: entry {index} has no '='")
-        if not key:
-            raise UsageError(f"malformed {var}: entry {index} has an empty key")
         try:
-            attributes[key] = unquote(value.strip(), errors="strict")
-        except UnicodeDecodeError:
-            raise UsageError(f"malformed {var}: the value of {key!r} is not UTF-8 once percent-decoded") from None
+            if not sep:
+                raise UsageError(f"malformed {var}: entry {index} has no '='")
+            if not key:
+                raise UsageError(f"malformed {var}: entry {index} has an empty key")
+            try:
+                attributes[key] = unquote(value.strip(), errors="strict")
+            except UnicodeDecodeError:
+                raise UsageError(f"malformed {var}: the value of {key!r} is not UTF-8 once percent-decoded") from None
+        except UsageError:
+            if strict:
+                raise
+    return attributes
+
+
+def resource_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The attributes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set, checked."""
+    var = "OTEL_RESOURCE_ATTRIBUTES"
+    attributes = parse_resource_attributes(_utf8(var, env.get(var, "")), var)
     if service_name := _utf8("OTEL_SERVICE_NAME", env.get("OTEL_SERVICE_NAME", "")):
         attributes["service.name"] = service_name
     return attributes
