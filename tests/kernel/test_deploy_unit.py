@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from otel_tcplife.probe.preflight import CAPABILITIES, CAPABILITY_NAMES
 
 from ..support import ROOT
@@ -31,6 +33,14 @@ def dynamic_uid() -> int:
             except OSError:  # ended meanwhile
                 pass
     return next(uid for uid in reversed(DYNAMIC_USERS) if uid not in taken)
+
+
+@pytest.fixture(autouse=True)
+def _checkout_readable_by_the_agents_user():
+    """The agent runs from this checkout as another user: every directory down to it must let
+    others through (a clone in a `mktemp -d` directory, mode 0700, does not)."""
+    closed = [str(d) for d in (ROOT, *ROOT.parents) if not d.stat().st_mode & 0o001]
+    assert not closed, f"the agent's user cannot reach this checkout: chmod o+x {' '.join(closed)}"
 
 
 def the_units_flags() -> list[str]:
