@@ -42,14 +42,12 @@ def copy_build_context(target: Path) -> None:
     for line in CONTAINERFILE.read_text().splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
             *sources, destination = line.split()[1:]
-            for source in sources:
-                path = ROOT / source.rstrip("/")
-                if path.is_dir():
-                    shutil.copytree(path, target / destination / path.name if destination == "./" else
-                                    target / destination.rstrip("/"),
+            for source in sources:  # a directory's contents into the destination, as COPY does
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target / destination,
                                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.tmp"))
                 else:
-                    shutil.copy2(path, target / destination / path.name)
+                    shutil.copy2(ROOT / source, target / destination)
 
 
 @pytest.fixture(scope="module")
