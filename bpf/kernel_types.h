@@ -78,12 +78,24 @@ struct inet_connection_sock {
 	struct inet_sock icsk_inet;
 };
 
+struct minmax_sample {
+	__u32 t;
+	__u32 v;
+};
+
+struct minmax {
+	struct minmax_sample s[3];
+};
+
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
 	__u32 snd_una;
 	__u32 write_seq;
 	__u64 bytes_received;
 	__u64 bytes_acked;
+	__u32 srtt_us;          /* smoothed RTT << 3, in us */
+	struct minmax rtt_min;  /* windowed minimum RTT: s[0].v, in us */
+	__u32 total_retrans;
 };
 
 struct socket {
@@ -130,6 +142,19 @@ struct trace_event_raw_inet_sock_set_state {
 enum sock_flags {
 	SOCK_DEAD = 0,
 	SOCK_DONE = 1,
+};
+
+/* tcp:tcp_send_reset record (format: skbaddr at 8, skaddr at 16; the same since the event came). */
+struct tcp_send_reset_ctx {
+	struct trace_entry ent;
+	const void *skbaddr;
+	const void *skaddr;
+};
+
+/* tcp:tcp_receive_reset record (format: skaddr at 8). */
+struct tcp_receive_reset_ctx {
+	struct trace_entry ent;
+	const void *skaddr;
 };
 
 /* syscalls:sys_exit_* tracepoint record (format: __syscall_nr at 8, ret at 16). */

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * Trace TCP session lifespans: one `struct event` per session that reaches
- * CLOSE, with its owner process, payload byte counts and birth/close times.
+ * CLOSE, with its owner process, payload byte counts, birth/close times and
+ * what happened on the wire (RTT, retransmits, resets, who closed first).
  *
  * Only tracepoints are used (sock:inet_sock_set_state, in its tp_btf form or
- * the classic tracepoint form, and syscalls:sys_exit_accept{,4}): kprobes and
- * fentry are not available everywhere this runs.
+ * the classic tracepoint form, syscalls:sys_exit_accept{,4} and
+ * tcp:tcp_{send,receive}_reset): kprobes and fentry are not available
+ * everywhere this runs.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -41,6 +43,7 @@ struct sock_info {
 	__u32 pid;
 	__u32 states;   /* STATE() bit of every state entered */
 	__u8 owner;     /* enum owner */
+	__u8 reset;     /* enum reset: the first one seen by the reset tracepoints */
 	char comm[TASK_COMM_LEN];
 };
 
@@ -155,12 +158,11 @@ static __always_inline bool read_addresses(struct sock *sk, struct event *e, boo
  * - the peer's FIN is in bytes_received iff tcp_fin() ran, which sets
  *   SOCK_DONE (a reset does not).
  */
-static __always_inline void read_payload_bytes(struct sock *sk, struct tcp_sock *tp, __u32 states,
+static __always_inline void read_payload_bytes(struct tcp_sock *tp, __u32 states, __u64 sk_flags,
 					       struct event *e, bool direct)
 {
 	__u64 acked = FIELD(direct, tp, bytes_acked);
 	__u64 received = FIELD(direct, tp, bytes_received);
-	__u64 sk_flags = FIELD(direct, sk, __sk_common.skc_flags);
 
 	if ((states & STATE(TCP_SYN_SENT)) && (states & STATE(TCP_ESTABLISHED)) && acked)
 		acked--;
@@ -173,15 +175,67 @@ static __always_inline void read_payload_bytes(struct sock *sk, struct tcp_sock 
 	e->rx_bytes = received;
 }
 
+/* Smoothed and minimum RTT (us) and retransmitted segments, as TCP_INFO reports them. */
+static __always_inline void read_wire_facts(struct tcp_sock *tp, struct event *e, bool direct)
+{
+	__u32 rtt_min = 0;
+
+	e->srtt_us = FIELD(direct, tp, srtt_us) >> 3;
+	if (bpf_core_field_exists(tp->rtt_min)) {
+		rtt_min = FIELD(direct, tp, rtt_min.s[0].v);
+		if (rtt_min == ~0U)  /* no sample yet (minmax_reset to ~0U) */
+			rtt_min = 0;
+	}
+	e->rtt_min_us = rtt_min;
+	e->retransmits = FIELD(direct, tp, total_retrans);
+}
+
+/*
+ * The session's reset. The reset tracepoints see those sent before CLOSE (timeouts, tcp_abort)
+ * and every one received. tcp_close() and tcp_disconnect() (close() with SO_LINGER 0 or unread
+ * data, a listener closed with unaccepted connections) set CLOSE first and send their reset
+ * right after: a CLOSE from a state where the peer still expects data, with no reset received
+ * and no error (a timeout sets sk_err first), is one of theirs. From FIN_WAIT2 the usual CLOSE
+ * is TIME_WAIT's, after the peer's FIN (SOCK_DONE) or for an orphan (SOCK_DEAD).
+ */
+static __always_inline __u8 session_reset(struct sock_info *info, int oldstate, __u64 sk_flags, int sk_err)
+{
+	__u64 done_or_dead = (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)) |
+			     (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_DEAD));
+
+	if (info->reset)
+		return info->reset;
+	if (sk_err)
+		return RESET_NONE;
+	if (STATE(oldstate) & (STATE(TCP_ESTABLISHED) | STATE(TCP_SYN_RECV) | STATE(TCP_CLOSE_WAIT) |
+			       STATE(TCP_FIN_WAIT1)))
+		return RESET_SENT;
+	if (oldstate == TCP_FIN_WAIT2 && !(sk_flags & done_or_dead))
+		return RESET_SENT;
+	return RESET_NONE;
+}
+
+/* Who closed first: the side that sent the first FIN (we did if we entered FIN_WAIT1, the peer
+ * did if we entered CLOSE_WAIT, which LAST_ACK follows), else the side that sent the reset. */
+static __always_inline __u8 closed_by(__u32 states, __u8 reset)
+{
+	if (states & STATE(TCP_FIN_WAIT1))
+		return CLOSED_BY_LOCAL;
+	if (states & (STATE(TCP_CLOSE_WAIT) | STATE(TCP_LAST_ACK)))
+		return CLOSED_BY_PEER;
+	return reset == RESET_SENT ? CLOSED_BY_LOCAL : reset == RESET_RECEIVED ? CLOSED_BY_PEER : CLOSED_BY_NONE;
+}
+
 static __always_inline void report_close(struct sock *sk, __u64 key, struct sock_info *info,
 					 int oldstate, bool direct)
 {
 	/* A typed tcp_sock pointer for direct loads: a plain cast keeps the type struct sock. */
 	struct tcp_sock *tp = direct ? bpf_skc_to_tcp_sock(sk) : (struct tcp_sock *)sk;
 	struct event *e;
-	__u64 flags;
+	__u64 flags, sk_flags;
 	__u16 sport, dport;
 	__u32 pid = info->pid;
+	__u32 states = info->states | STATE(oldstate);
 
 	if (!tp)  /* never here: only full TCP sockets change state; the verifier wants the check */
 		return;
@@ -206,9 +260,14 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 	}
 	e->birth_ns = info->birth_ns;
 	e->close_ns = bpf_ktime_get_ns();
-	read_payload_bytes(sk, tp, info->states | STATE(oldstate), e, direct);
+	sk_flags = FIELD(direct, sk, __sk_common.skc_flags);
+	read_payload_bytes(tp, states, sk_flags, e, direct);
+	read_wire_facts(tp, e, direct);
 	e->pid = info->pid;
 	e->error = FIELD(direct, sk, sk_err);
+	e->reset = session_reset(info, oldstate, sk_flags, e->error);
+	e->closed_by = closed_by(states, e->reset);
+	e->reserved = 0;
 	e->sport = sport;
 	e->dport = dport;
 	e->role = (info->states & STATE(TCP_SYN_SENT)) ? ROLE_CLIENT :
@@ -313,6 +372,30 @@ static __always_inline int handle_accept(long fd)
 	if (info)
 		take_current_task(info, OWNER_ACCEPT);
 	return 0;
+}
+
+/* The first reset of a tracked session, sent or received: kept until its CLOSE. */
+static __always_inline int mark_reset(const void *skaddr, __u8 reset)
+{
+	__u64 key = (__u64)skaddr;
+	struct sock_info *info = bpf_map_lookup_elem(&socks, &key);
+
+	if (info && !info->reset)
+		info->reset = reset;
+	return 0;
+}
+
+/* Classic tracepoints in every attach mode: they only need the socket's address, the key. */
+SEC("tracepoint/tcp/tcp_send_reset")
+int tcp_send_reset(struct tcp_send_reset_ctx *ctx)
+{
+	return mark_reset(ctx->skaddr, RESET_SENT);
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tcp_receive_reset(struct tcp_receive_reset_ctx *ctx)
+{
+	return mark_reset(ctx->skaddr, RESET_RECEIVED);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")

@@ -24,6 +24,20 @@ enum role {
 	ROLE_SERVER = 2,    /* passive open: SYN_RECV seen */
 };
 
+/* Who closed first: sent the first FIN, or else the reset that ended the session. */
+enum closer {
+	CLOSED_BY_NONE = 0,   /* neither (a timeout, a connect that failed without a reset) */
+	CLOSED_BY_LOCAL = 1,
+	CLOSED_BY_PEER = 2,
+};
+
+/* The first reset of the session, if any. */
+enum reset {
+	RESET_NONE = 0,
+	RESET_SENT = 1,
+	RESET_RECEIVED = 2,
+};
+
 /* Indexes of the per-CPU `counters` array. */
 enum counter {
 	COUNTER_LOST = 0,       /* ring buffer full: a closed session was not reported */
@@ -48,6 +62,12 @@ struct event {
 	__u8 oldstate;    /* TCP state before CLOSE */
 	__u8 owner;       /* enum owner */
 	char comm[TASK_COMM_LEN];
+	__u32 srtt_us;      /* smoothed RTT at close, us (0: no RTT sample) */
+	__u32 rtt_min_us;   /* minimum RTT seen, us (0: no RTT sample) */
+	__u32 retransmits;  /* segments retransmitted (tcp_sock.total_retrans) */
+	__u8 closed_by;     /* enum closer */
+	__u8 reset;         /* enum reset */
+	__u16 reserved;     /* zero: pads the event to 8 bytes */
 };
 
 /* Settings written into .rodata before load. Zero means "off" for filters. */

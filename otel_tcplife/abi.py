@@ -18,6 +18,10 @@ MAX_PORTS = 16
 OWNER_NONE, OWNER_CONNECT, OWNER_ACCEPT, OWNER_CLOSE = 0, 1, 2, 3
 # enum role
 ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
+# enum closer
+CLOSED_BY_NONE, CLOSED_BY_LOCAL, CLOSED_BY_PEER = 0, 1, 2
+# enum reset
+RESET_NONE, RESET_SENT, RESET_RECEIVED = 0, 1, 2
 # enum counter
 COUNTER_LOST, COUNTER_UNTRACKED, NR_COUNTERS = 0, 1, 2
 
@@ -38,6 +42,12 @@ EVENT_FIELDS = (
     ("oldstate", "B"),
     ("owner", "B"),
     ("comm", f"{TASK_COMM_LEN}s"),
+    ("srtt_us", "I"),
+    ("rtt_min_us", "I"),
+    ("retransmits", "I"),
+    ("closed_by", "B"),
+    ("reset", "B"),
+    ("reserved", "H"),
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 # The probe hands events over as plain tuples (EVENT.unpack): these names say what each position holds.

@@ -25,6 +25,12 @@ class Session(NamedTuple):
     error: int  # errno at close, 0 if none
     oldstate: int  # TCP state before CLOSE
     owner: int  # abi.OWNER_*: how pid/comm were found
+    # What happened on the wire (defaults: a session the kernel knew nothing of that about)
+    srtt_us: int = 0  # smoothed RTT at close, us; 0: no RTT sample
+    rtt_min_us: int = 0  # minimum RTT, us; 0: no RTT sample
+    retransmits: int = 0  # segments retransmitted
+    closed_by: int = abi.CLOSED_BY_NONE  # abi.CLOSED_BY_*: who closed first
+    reset: int = abi.RESET_NONE  # abi.RESET_*: the session's first reset
 
     @property
     def duration_ns(self) -> int:
@@ -60,10 +66,11 @@ class Decoder:
         ipv4, ipv6, comms = self._ipv4, self._ipv6, self._comms
         sessions = []
         for (pid, comm, family, saddr, sport, daddr, dport, tx_bytes, rx_bytes, birth_ns, close_ns, role, error,
-             oldstate, owner) in map(_SESSION_ORDER, events):
+             oldstate, owner, srtt_us, rtt_min_us, retransmits, closed_by, reset) in map(_SESSION_ORDER, events):
             addresses = ipv4 if family == 4 else ipv6
             sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
-                                    tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner))
+                                    tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner,
+                                    srtt_us, rtt_min_us, retransmits, closed_by, reset))
         return sessions
 
 
@@ -74,6 +81,6 @@ def as_events(sessions: Iterable[Session]) -> list[tuple]:
     for s in sessions:
         fields = {event_field(name): value for name, value in s._asdict().items()}
         fields.update(saddr=address_bytes(s.family, s.laddr), daddr=address_bytes(s.family, s.raddr),
-                      comm=s.comm.encode())
+                      comm=s.comm.encode(), reserved=0)
         events.append(abi.EVENT.unpack(abi.pack_event(**fields)))
     return events

@@ -23,6 +23,9 @@ SET_STATE_PROGRAMS = {"tp_btf": "set_state_btf", "tracepoint": "set_state_tracep
 # Optional: without them the owner of an accepted session is the task that
 # closes it (as close()/shutdown() run in the owning task).
 ACCEPT_PROGRAMS = ("sys_exit_accept4", "sys_exit_accept")
+# Optional: without them a record's reset is only the one the close itself shows (a reset that
+# close() sends), not one received or sent by a timer.
+RESET_PROGRAMS = ("tcp_send_reset", "tcp_receive_reset")
 
 PAGE_SIZE = 4096
 
@@ -92,6 +95,11 @@ class CoreProbe:
                 self._attach(obj, name)
             except LibbpfError as exc:
                 self.warnings.append(f"{exc}: accepted sessions are attributed to the task that closes them")
+        for name in RESET_PROGRAMS:
+            try:
+                self._attach(obj, name)
+            except LibbpfError as exc:
+                self.warnings.append(f"{exc}: only resets sent by close() are reported")
 
         self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
         events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))

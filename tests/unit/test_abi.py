@@ -68,7 +68,8 @@ def header_constant(name: str) -> int:
 
 @pytest.mark.parametrize("name", [
     "TASK_COMM_LEN", "MAX_PORTS", "OWNER_NONE", "OWNER_CONNECT", "OWNER_ACCEPT", "OWNER_CLOSE",
-    "ROLE_UNKNOWN", "ROLE_CLIENT", "ROLE_SERVER", "COUNTER_LOST", "COUNTER_UNTRACKED", "NR_COUNTERS",
+    "ROLE_UNKNOWN", "ROLE_CLIENT", "ROLE_SERVER", "CLOSED_BY_NONE", "CLOSED_BY_LOCAL", "CLOSED_BY_PEER",
+    "RESET_NONE", "RESET_SENT", "RESET_RECEIVED", "COUNTER_LOST", "COUNTER_UNTRACKED", "NR_COUNTERS",
 ])
 def test_constants_match_the_header(name):
     assert getattr(abi, name) == header_constant(name)

@@ -12,7 +12,8 @@ from ..support import sample_session
 
 def event(family: int, saddr: bytes, daddr: bytes, comm: bytes = b"curl") -> tuple:
     return abi.EVENT.unpack(abi.EVENT.pack(
-        1_000, 3_000, 10, 20, saddr, daddr, 42, 0, 40000, 80, family, abi.ROLE_CLIENT, 1, 0, comm))
+        1_000, 3_000, 10, 20, saddr, daddr, 42, 0, 40000, 80, family, abi.ROLE_CLIENT, 1, 0, comm,
+        250, 120, 3, abi.CLOSED_BY_PEER, abi.RESET_RECEIVED, 0))
 
 
 def test_the_same_raw_bytes_decode_by_family():
@@ -32,12 +33,15 @@ def test_every_field_lands_in_place():
     (session,) = Decoder().decode([event(4, raw, peer, comm=b"nginx\0worker")])
     assert session == Session(pid=42, comm="nginx", family=4, laddr="10.0.0.1", lport=40000, raddr="10.0.0.2",
                               rport=80, tx_bytes=10, rx_bytes=20, birth_ns=1_000, close_ns=3_000,
-                              role=abi.ROLE_CLIENT, error=0, oldstate=1, owner=0)
+                              role=abi.ROLE_CLIENT, error=0, oldstate=1, owner=0, srtt_us=250, rtt_min_us=120,
+                              retransmits=3, closed_by=abi.CLOSED_BY_PEER, reset=abi.RESET_RECEIVED)
 
 
 def test_as_events_is_the_inverse_of_decode():
     sessions = [sample_session(), sample_session(family=6, laddr="::1", raddr="2001:db8::7", comm="x" * 15,
-                                                 role=abi.ROLE_SERVER, error=104, tx_bytes=2**64 - 1)]
+                                                 role=abi.ROLE_SERVER, error=104, tx_bytes=2**64 - 1,
+                                                 srtt_us=2**32 - 1, rtt_min_us=7, retransmits=300,
+                                                 closed_by=abi.CLOSED_BY_LOCAL, reset=abi.RESET_SENT)]
     events = as_events(sessions)
     assert Decoder().decode(events) == sessions
     assert events[0][4] == socket.inet_aton("10.0.0.5") + bytes(12)  # IPv4 zero-padded, as the probe does

@@ -27,13 +27,16 @@ def raw_address(text: str) -> bytes:
 
 
 def event(pid=22598, comm=b"curl", family=4, laddr="100.66.3.172", lport=61620, raddr="52.205.89.26",
-          rport=80, tx=0, rx=1 * 1024 + 1023, birth_us=1_000_000, span_us=91_790) -> tuple:
+          rport=80, tx=0, rx=1 * 1024 + 1023, birth_us=1_000_000, span_us=91_790, srtt_us=1234, rtt_min_us=456,
+          retransmits=0, closed_by=abi.CLOSED_BY_LOCAL, reset=abi.RESET_NONE, oldstate=5) -> tuple:
     """An abi.EVENT tuple, as the probe reads it."""
     birth_ns = birth_us * 1000
     return abi.EVENT.unpack(abi.pack_event(
         birth_ns=birth_ns, close_ns=birth_ns + span_us * 1000 + 999, tx_bytes=tx, rx_bytes=rx,
         saddr=raw_address(laddr), daddr=raw_address(raddr), pid=pid, error=0, sport=lport, dport=rport,
-        family=family, role=abi.ROLE_CLIENT, oldstate=5, owner=abi.OWNER_CONNECT, comm=comm))
+        family=family, role=abi.ROLE_CLIENT, oldstate=oldstate, owner=abi.OWNER_CONNECT, comm=comm,
+        srtt_us=srtt_us, rtt_min_us=rtt_min_us, retransmits=retransmits, closed_by=closed_by, reset=reset,
+        reserved=0))
 
 
 def fields(event: tuple) -> dict:
