@@ -14,7 +14,7 @@ size):
 Prints µs per session (best and median round) and checks that both produce the same bytes.
 Then, on the same events, the stdout encoders alone: NDJSON, OTLP/JSON log records, OTLP/JSON
 spans (each batch's output made whole, as the agent writes it), the classic table (written to a
-stream that drops it).
+stream that drops it), journald entries (made, not sent: a datagram per session costs more again).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tcplife import abi  # noqa: E402
 from otel_tcplife.enrich import ProcessNames  # noqa: E402
+from otel_tcplife.output.journal_native import attribute_fields  # noqa: E402
+from otel_tcplife.output.journald import JournaldEncoder  # noqa: E402
 from otel_tcplife.output.ndjson import NdjsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_json import OtlpJsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
@@ -147,6 +149,7 @@ def main() -> None:
     labels = ("records + ProtoEncoder", "SessionFrames + WireEncoder")
     times: dict[str, list[float]] = {label: [] for label in labels}
     ndjson = NdjsonEncoder(names)
+    journald = JournaldEncoder(attribute_fields(build_resource().attributes)[0], names)
     table = TableWriter(Discard(), TableStyle())
     otlp_json = {signal: OtlpJsonEncoder(resource_json(build_resource()), scope_json(), signal, names)
                  for signal in ("logs", "traces")}
@@ -155,6 +158,7 @@ def main() -> None:
         "OTLP/JSON log records": lambda b, i: otlp_json["logs"].encode(b, i, OBSERVED, OBSERVED),
         "OTLP/JSON spans": lambda b, i: otlp_json["traces"].encode(b, i, OBSERVED, OBSERVED),
         "table": lambda b, i: table.write(b) or (),
+        "journald entries": lambda b, i: journald.encode(b, i),
     }
     stdout_times: dict[str, list[float]] = {name: [] for name in stdout_encoders}
     payload = 0

@@ -160,7 +160,8 @@ def build_parser() -> ArgumentParser:
     out = parser.add_argument_group("output and export")
     out.add_argument("--format", choices=FORMATS, default="table",
                      help="stdout: the classic table, NDJSON (one object per session), OTLP/JSON "
-                          "LogsData lines, OTLP/JSON TracesData lines, or nothing (default %(default)s)")
+                          "LogsData lines, OTLP/JSON TracesData lines; journald: one journal entry per "
+                          "session with typed fields, to journald's socket; or nothing (default %(default)s)")
     out.add_argument("--otlp-endpoint", metavar="URL",
                      help="export over OTLP/gRPC (http:// plain text, https:// TLS); "
                           "default from OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT")

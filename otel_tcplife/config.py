@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STATS_CHECK_SECONDS = 1.0  # how often kernel-side loss counters are read
-FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "none")
+FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "journald", "none")
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
 ATTACH_MODES = ("auto", "tp_btf", "tracepoint")

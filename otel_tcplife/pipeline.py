@@ -3,6 +3,7 @@
     probe batch ─┬▶ TableWriter ─▶ the classic table on stdout
                  ├▶ NdjsonEncoder ─▶ NDJSON on stdout
                  ├▶ OtlpJsonEncoder ─▶ OTLP-JSON on stdout
+                 ├▶ JournaldEncoder ─▶ JournalSocket ─▶ journald (native protocol)
                  └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
 
 Every output reads the probe's event tuples itself, from caches of the text of their
@@ -44,6 +45,8 @@ class Pipeline:
         self.stdout: BinaryIO = stdout.buffer
         self.ndjson = None  # an NdjsonEncoder
         self.otlp_json = None  # an OtlpJsonEncoder
+        self.journald = None  # a JournaldEncoder
+        self.journal = None  # its JournalSocket
         self.frames = None  # a SessionFrames, for OTLP/gRPC
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
@@ -66,6 +69,16 @@ class Pipeline:
         from .resource import build_resource
 
         resource = build_resource()
+        if config.format == "journald":
+            from .output.journal_native import JournalSocket, attribute_fields
+            from .output.journald import JournaldEncoder
+
+            self.journal = JournalSocket()  # no journal: one line and exit 2, before the probe loads
+            fields, left_out = attribute_fields(resource.attributes)
+            for key in left_out:
+                log.warn(f"resource attribute {key!r} has no journald field name: not in journal entries")
+            self.journald = JournaldEncoder(fields, names)
+            self.stats.journald_dropped = lambda: self.journal.dropped
         if config.format in ("otlp-json", "otlp-json-traces"):
             from .output.otlp_json import OtlpJsonEncoder
             from .resource import resource_json, scope_json
@@ -126,7 +139,7 @@ class Pipeline:
         guard = self.stdout_guard
         if self.table:
             guard.write(lambda: self.table.write(events), len(events))
-        if self.ndjson is None and self.otlp_json is None and self.frames is None:
+        if self.ndjson is None and self.otlp_json is None and self.journald is None and self.frames is None:
             return
         # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
         ids = os.urandom(24 * len(events))
@@ -136,6 +149,9 @@ class Pipeline:
             guard.write(lambda: self._write(self.ndjson.encode(events, ids, offset)), len(events))
         if self.otlp_json:
             guard.write(lambda: self._write(self.otlp_json.encode(events, ids, offset, observed)), len(events))
+        if self.journald:
+            for entries in self.journald.encode(events, ids):
+                self.journal.send(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             log_records, spans = self.frames.encode(events, ids, offset, observed,
@@ -159,3 +175,5 @@ class Pipeline:
             thread.join()
         for sender in self.senders:
             sender.close()
+        if self.journal:
+            self.journal.close()

@@ -3,6 +3,8 @@
 Each exported signal's figures balance in every line (otel_tcplife/delivery/exporter.py):
 accepted + replayed == exported + rejected + dropped + queued + in_flight + spool_records, where
 replayed and spool_records exist with a spool only; accepted == sessions_observed.
+With --format journald, journald_dropped counts the sessions journald's socket did not take (queue
+full, journald gone); what journald's own rate limit drops later is not seen by the agent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Stats:
     sessions_observed: int = 0
     kernel: Callable[[], dict[str, int]] = lambda: {"lost": 0, "untracked": 0}
     stdout_dropped: Callable[[], int] = lambda: 0  # sessions not written to stdout after it failed
+    journald_dropped: Callable[[], int] | None = None  # --format journald: sessions journald did not take
     exporters: dict[str, ExporterStats] = field(default_factory=dict)
 
     def snapshot(self) -> dict:
@@ -31,6 +34,8 @@ class Stats:
             "untracked_in_kernel": kernel["untracked"],
             "stdout_dropped": self.stdout_dropped(),
         }
+        if self.journald_dropped is not None:
+            data["journald_dropped"] = self.journald_dropped()
         for signal, stats in self.exporters.items():
             data[signal] = stats.snapshot()
         return data
