@@ -77,8 +77,18 @@ class RotelRelay:
                 "--log-file", str(work / "rotel.log"),
                 *batching, *self.extra_args]
 
-    def start(self) -> RotelRelay:
-        """Start rotel-agent and wait until its gRPC port accepts connections."""
+    def start(self, attempts: int = 3) -> RotelRelay:
+        """Start rotel-agent and wait until its gRPC port accepts connections. A free port can be
+        taken by another process before rotel binds it: then try again on other ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> RotelRelay:
         if self.proc is not None:
             raise RuntimeError("relay already started")
         self._dir = tempfile.TemporaryDirectory(prefix="rotel-relay-")
