@@ -23,6 +23,7 @@ from otel_tcplife.output.otlp_wire import WireEncoder
 from otel_tcplife.session import as_events
 
 from ..support import sample_session
+from .test_journald import assert_entries_match_records, parse_entry, records_and_entries, text
 from .test_otlp_frames import assert_frames_match_records
 from .test_otlp_wire import OBSERVED, RESOURCE, SCOPE, varied_sessions
 from .test_records import assert_otlp_json_matches_protobuf, build_all
@@ -96,6 +97,12 @@ def test_an_attribute_added_to_the_table_appears_in_every_output(monkeypatch, ki
     for message in (logs.resource_logs[0].scope_logs[0].log_records, traces.resource_spans[0].scope_spans[0].spans):
         assert [flat(r.attributes).get(attribute.key) for r in message] == [expected_value(attribute, s)
                                                                             for s in SESSIONS]
+
+    # journald entries: field for field the records, the attribute as its journald field.
+    assert_entries_match_records(SESSIONS)
+    _, entries = records_and_entries(SESSIONS)
+    assert [dict(parse_entry(entry)).get(attribute.journald_field) for entry in entries] == [
+        None if expected_value(attribute, s) is None else text(expected_value(attribute, s)) for s in SESSIONS]
 
     # OTLP protobuf frames: byte for byte ProtoEncoder's, and decoded with the generated classes.
     assert_frames_match_records(SESSIONS)
