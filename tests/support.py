@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -28,6 +29,31 @@ def bpf_unavailable_reason() -> str | None:
     if not (ROOT / "otel_tcplife" / "bpf" / "tcplife.bpf.o").exists():
         return "BPF object not built (run make setup)"
     return None
+
+
+@functools.cache
+def python_for_other_users() -> str:
+    """An interpreter that runs this checkout's agent (`PYTHON -m otel_tcplife`) as another user,
+    who may not be able to read the checkout (a clone in a `mktemp -d` directory, mode 0700): the
+    package and the one dependency the stdout formats import (orjson) are copied to a world-readable
+    directory, run by the system's interpreter through a wrapper there. Removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import orjson
+
+    directory = tempfile.mkdtemp(prefix="otel-tcplife-agent-")
+    atexit.register(shutil.rmtree, directory, True)
+    os.chmod(directory, 0o755)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "otel_tcplife", os.path.join(directory, "otel_tcplife"), ignore=ignore)
+    shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(directory, "orjson"), ignore=ignore)
+    wrapper = os.path.join(directory, "python")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nPYTHONPATH={directory} exec {os.path.realpath(sys.executable)} -s "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper
 
 
 def require_bpf() -> None:

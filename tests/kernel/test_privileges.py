@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from otel_tcplife.probe.preflight import TRACEFS_MOUNTS
+
+from ..support import python_for_other_users
 
 
 def as_nobody(caps: str, *args: str) -> list[str]:
@@ -18,7 +19,7 @@ def as_nobody(caps: str, *args: str) -> list[str]:
     granted = ",".join(f"+{cap}" for cap in caps.split(",")) if caps else "-all"
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", f"--inh-caps={granted}",
             f"--ambient-caps={granted}", "--bounding-set=-all" + (f",{granted}" if caps else ""),
-            sys.executable, "-m", "otel_tcplife", *args]
+            python_for_other_users(), "-m", "otel_tcplife", *args]
 
 
 @pytest.mark.parametrize("caps,missing", [
@@ -29,7 +30,7 @@ def as_nobody(caps: str, *args: str) -> list[str]:
 def test_each_missing_capability_is_named(caps, missing):
     if caps == "bpf,perfmon" and os.stat(TRACEFS_MOUNTS[0]).st_mode & 0o005:
         pytest.skip("tracefs here is world-readable: nothing to refuse")
-    result = subprocess.run(as_nobody(caps), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(as_nobody(caps), cwd="/", capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("otel-tcplife: error: ") and missing in line, line
@@ -38,7 +39,7 @@ def test_each_missing_capability_is_named(caps, missing):
 @pytest.mark.parametrize("caps", ["bpf,perfmon,dac_read_search", "bpf,perfmon,dac_read_search,sys_ptrace"])
 def test_the_named_set_is_enough_and_sys_ptrace_gives_the_executable_name(caps, traffic):
     server, port = traffic.server(name="tl-server", linger_ms=300)
-    proc = subprocess.Popen(as_nobody(caps, "--format", "ndjson", "-L", str(port)),
+    proc = subprocess.Popen(as_nobody(caps, "--format", "ndjson", "-L", str(port)), cwd="/",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
