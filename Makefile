@@ -3,9 +3,9 @@
 # missing, the venv only when pyproject.toml, setup.py or this file changed, the BPF object only when
 # bpf/ changed.
 
-# Debian's own python3, not whichever is first on PATH (pyenv's 3.11, here): Debian's binary
-# has the interpreter linked in, where pyenv's calls it in libpython3.11.so, and the agent
-# spends 16-25% less CPU per session on it (README "Benchmark").
+# Debian's own python3, not whichever is first on PATH (a pyenv build, say): Debian's binary
+# has the interpreter linked in, where a shared-library build calls it through libpython's PLT,
+# and the agent spends less CPU per session on it (bench/README.md).
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
