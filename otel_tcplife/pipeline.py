@@ -3,7 +3,7 @@
     probe batch ─┬▶ TableWriter ─▶ the classic table on stdout
                  ├▶ NdjsonEncoder ─▶ NDJSON on stdout
                  ├▶ OtlpJsonEncoder ─▶ OTLP-JSON on stdout
-                 ├▶ JournaldEncoder ─▶ JournalSocket ─▶ journald (native protocol)
+                 ├▶ JournaldEncoder ─▶ JournalSender ─▶ journald (native protocol)
                  └▶ SessionFrames ─▶ QueuedExporter per signal ─▶ OTLP/gRPC
 
 Every output reads the probe's event tuples itself, from caches of the text of their
@@ -46,7 +46,7 @@ class Pipeline:
         self.ndjson = None  # an NdjsonEncoder
         self.otlp_json = None  # an OtlpJsonEncoder
         self.journald = None  # a JournaldEncoder
-        self.journal = None  # its JournalSocket
+        self.journal = None  # its JournalSender
         self.frames = None  # a SessionFrames, for OTLP/gRPC
         self.exporters: dict = {}  # signal -> QueuedExporter
         self.senders: list = []  # OtlpGrpcSenders, closed at shutdown
@@ -70,10 +70,11 @@ class Pipeline:
 
         resource = build_resource()
         if config.format == "journald":
-            from .output.journal_native import JournalSocket, attribute_fields
+            from .output.journal_native import JournalSender, JournalSocket, attribute_fields
             from .output.journald import JournaldEncoder
 
-            self.journal = JournalSocket()  # no journal: one line and exit 2, before the probe loads
+            # No journal: one line and exit 2, before the probe loads.
+            self.journal = JournalSender(JournalSocket())
             fields, left_out = attribute_fields(resource.attributes)
             for key in left_out:
                 log.warn(f"resource attribute {key!r} has no journald field name: not in journal entries")
@@ -151,7 +152,7 @@ class Pipeline:
             guard.write(lambda: self._write(self.otlp_json.encode(events, ids, offset, observed)), len(events))
         if self.journald:
             for entries in self.journald.encode(events, ids):
-                self.journal.send(entries)
+                self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             log_records, spans = self.frames.encode(events, ids, offset, observed,
@@ -166,14 +167,14 @@ class Pipeline:
         self.stdout.flush()
 
     def shutdown(self) -> None:
-        """Flush the exporters within the deadline (in parallel), then close the channels."""
+        """Flush the exporters and journald's queue within the deadline (in parallel), then close the channels."""
         timeout = self.config.delivery.shutdown_timeout
         threads = [threading.Thread(target=e.shutdown, args=(timeout,)) for e in self.exporters.values()]
+        if self.journal:
+            threads.append(threading.Thread(target=self.journal.close, args=(timeout,)))
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         for sender in self.senders:
             sender.close()
-        if self.journal:
-            self.journal.close()

@@ -3,8 +3,9 @@
 Each exported signal's figures balance in every line (otel_tcplife/delivery/exporter.py):
 accepted + replayed == exported + rejected + dropped + queued + in_flight + spool_records, where
 replayed and spool_records exist with a spool only; accepted == sessions_observed.
-With --format journald, journald_dropped counts the sessions journald's socket did not take (queue
-full, journald gone); what journald's own rate limit drops later is not seen by the agent.
+With --format journald, journald_dropped counts the sessions journald did not take (the agent's queue
+for it full, journald behind or gone, the shutdown deadline); what journald's own rate limit drops
+after it took them is not seen by the agent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Stats:
     sessions_observed: int = 0
     kernel: Callable[[], dict[str, int]] = lambda: {"lost": 0, "untracked": 0}
     stdout_dropped: Callable[[], int] = lambda: 0  # sessions not written to stdout after it failed
-    journald_dropped: Callable[[], int] | None = None  # --format journald: sessions journald did not take
+    journald_dropped: Callable[[], int] | None = None  # --format journald: sessions not sent to journald
     exporters: dict[str, ExporterStats] = field(default_factory=dict)
 
     def snapshot(self) -> dict:

@@ -1,5 +1,5 @@
 """journald's native protocol (https://systemd.io/JOURNAL_NATIVE_PROTOCOL/): a journal entry's
-fields as bytes, and the socket that sends entries without ever blocking.
+fields as bytes, and how entries reach journald without the kernel reader ever waiting for it.
 
 An entry is one datagram to /run/systemd/journal/socket (AF_UNIX, SOCK_DGRAM), its fields one after
 the other: `NAME=value\\n`, or, when the value holds a newline, `NAME\\n`, the value's length in bytes
@@ -11,24 +11,29 @@ is bytes, not text: field() gives it as the code points surrogateescape decodes 
 encoding with surrogateescape turns them back into exactly those bytes. (Our text never holds such
 code points otherwise: the system's text is decoded with "replace".)
 
-What journald cannot take now is dropped and counted, never waited for: the socket is non-blocking,
-so a full queue (EAGAIN; the queue holds net.unix.max_dgram_qlen datagrams), a lack of memory
-(ENOBUFS) or a journald that went away (ECONNREFUSED) cost the entry, not the kernel reader's time.
-journald's own rate limit (RateLimitIntervalSec=/RateLimitBurst=, per service) drops entries
-silently after it took them: that is not counted here (the systemd unit turns it off).
+The kernel reader never waits for journald: it queues the entries (JournalSender.offer), and a thread
+of their own sends them, waiting for room in journald's socket up to SEND_TIMEOUT an entry. What
+journald does not take is dropped and counted: entries that find the queue full, that journald
+leaves waiting for longer than SEND_TIMEOUT, that it refuses (ENOBUFS; ECONNREFUSED: journald went
+away), and those still queued at the shutdown deadline. journald's own rate limit
+(RateLimitIntervalSec=/RateLimitBurst=, per service) drops entries silently after it took them: that
+is not counted here (the systemd unit turns it off).
 """
 
 from __future__ import annotations
 
 import array
+import collections
 import errno
 import fcntl
 import os
 import re
+import select
 import socket
 import struct
+import threading
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import orjson
 
@@ -81,52 +86,75 @@ def attribute_fields(attributes: Mapping[str, object]) -> tuple[str, list[str]]:
 # RECONNECT_INTERVAL, so that a journald that restarted gets the entries again.
 GONE = {errno.ECONNREFUSED, errno.ENOTCONN, errno.ENOENT, errno.EDESTADDRREQ}
 RECONNECT_INTERVAL = 1.0
+SEND_TIMEOUT = 1.0  # how long the sender waits for room in journald's socket before it drops an entry
+# Entries waiting for the sender: a burst this large waits rather than being dropped (~1 KB each).
+QUEUE_ENTRIES = 8192
+SHUTDOWN = "shutdown"  # why entries were dropped, besides an errno
 _MEMFD_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
-def drop_reason(error: int) -> str:
-    if error in (errno.EAGAIN, errno.EWOULDBLOCK):
-        return "journald's socket queue is full (journald is behind)"
-    if error in GONE:
+def drop_reason(why: int | str) -> str:
+    """Why entries were dropped (an errno or SHUTDOWN), for the warning line."""
+    if why == SHUTDOWN:
+        return "journald did not take them by the shutdown deadline"
+    if why == errno.ETIMEDOUT:
+        return f"journald took none for {SEND_TIMEOUT:g} s (it is behind)"
+    if why in GONE:
         return "journald is not running"
-    return f"{errno.errorcode.get(error, error)} ({os.strerror(error)})"
+    return f"{errno.errorcode.get(why, why)} ({os.strerror(why)})"
 
 
 class JournalSocket:
-    """Sends entries (bytes) to journald, one datagram each. `dropped` counts the entries it did not take."""
+    """Sends entries (bytes) to journald, one datagram each, waiting up to SEND_TIMEOUT for room in its
+    socket. `dropped` counts the entries journald did not take."""
 
     def __init__(self, path: str | None = None, warn: Callable[[str], None] = log.warn) -> None:
         self.path = path or os.environ.get(SOCKET_PATH_ENV) or SOCKET_PATH
         self.dropped = 0
-        self._warn = RateLimitedLog(warn)
+        self.stopped = False  # set at shutdown: the entries not sent yet are dropped
+        self.warn = RateLimitedLog(warn)
         self._next_connect = 0.0
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             self.socket.connect(self.path)
         except OSError as exc:
             self.socket.close()
             raise UsageError(f"--format journald: cannot send to the journal at {self.path}: "
                              f"{os.strerror(exc.errno) if exc.errno else exc}; is systemd-journald running?") from None
+        # Non-blocking: a send that finds no room waits in poll() (_send_again). A timeout on the socket
+        # would poll() before every send.
+        self.socket.setblocking(False)
+        self._writable = select.poll()
+        self._writable.register(self.socket, select.POLLOUT)
 
-    def send(self, entries: Iterable[bytes]) -> None:
-        """Each entry as a datagram, at once or never."""
+    def send(self, entries: list[bytes]) -> None:
+        """Each entry as a datagram."""
         send = self.socket.send
-        failed: dict[int, int] = {}  # errno -> entries dropped
-        for entry in entries:
+        failed: dict[int | str, int] = {}  # why -> entries dropped
+        for i, entry in enumerate(entries):
+            if self.stopped:
+                failed[SHUTDOWN] = len(entries) - i
+                break
             try:
                 send(entry)
             except OSError as exc:
-                error = self._send_again(entry, exc)
-                if error:
-                    failed[error] = failed.get(error, 0) + 1
-        for error, count in failed.items():
+                why = self._send_again(entry, exc)
+                if why:
+                    failed[why] = failed.get(why, 0) + 1
+        for why, count in failed.items():
             self.dropped += count
-            self._warn(f"errno {error}", count, "{n} sessions not sent to journald", drop_reason(error))
+            self.warn_dropped(why, count)
+
+    def warn_dropped(self, why: int | str, count: int, reason: str = "") -> None:
+        self.warn(str(why), count, "{n} sessions not sent to journald", reason or drop_reason(why))
 
     def _send_again(self, entry: bytes, exc: OSError) -> int:
-        """After a failed send: the entry by memfd when it was too large for a datagram, or again once
-        connected anew when journald had gone. The errno that cost the entry, or 0 when it was sent."""
+        """After a failed send: the entry again once journald's socket has room (waiting SEND_TIMEOUT at
+        most), by memfd when it was too large for a datagram, or again once connected anew when journald
+        had gone. The errno that cost the entry, or 0 when it was sent."""
         try:
+            if exc.errno == errno.EAGAIN:
+                return self._send_when_writable(entry)
             if exc.errno == errno.EMSGSIZE:
                 self._send_memfd(entry)
                 return 0
@@ -136,6 +164,20 @@ class JournalSocket:
         except OSError as again:
             exc = again
         return exc.errno or errno.EIO
+
+    def _send_when_writable(self, entry: bytes) -> int:
+        """Sends the entry once journald's socket has room (other clients of journald may take it first),
+        ETIMEDOUT when it has none for SEND_TIMEOUT."""
+        deadline = time.monotonic() + SEND_TIMEOUT
+        while True:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not self._writable.poll(wait * 1000):
+                return errno.ETIMEDOUT
+            try:
+                self.socket.send(entry)
+                return 0
+            except BlockingIOError:
+                continue
 
     def _connect_again(self) -> bool:
         now = time.monotonic()
@@ -162,5 +204,60 @@ class JournalSocket:
 
     def close(self) -> None:
         """Writes the drop warnings held back, and closes the socket."""
-        self._warn.flush()
+        self.warn.flush()
         self.socket.close()
+
+
+class JournalSender:
+    """The kernel reader's way to journald: offer() queues a chunk of entries and returns at once; a
+    thread of its own sends them (JournalSocket.send), waiting for journald as long as it takes them.
+    journald's socket holds fewer than a hundred entries it has not read yet (the socket buffers): a
+    larger burst waits here instead. A chunk that finds the queue full is dropped and counted."""
+
+    def __init__(self, journal: JournalSocket, capacity: int = QUEUE_ENTRIES) -> None:
+        self.journal = journal
+        self.capacity = capacity
+        self.dropped_queue_full = 0  # counted by the reader; the thread counts in journal.dropped
+        self._chunks: collections.deque[list[bytes]] = collections.deque()
+        self._queued = 0  # entries in _chunks and in the chunk being sent
+        self._changed = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="journald", daemon=True)
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_queue_full + self.journal.dropped
+
+    def offer(self, entries: list[bytes]) -> None:
+        with self._changed:
+            if self._queued + len(entries) <= self.capacity:
+                self._chunks.append(entries)
+                self._queued += len(entries)
+                self._changed.notify()
+                return
+            self.dropped_queue_full += len(entries)
+        self.journal.warn_dropped("queue full", len(entries),
+                                  f"the queue of {self.capacity} entries is full (journald is behind)")
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._chunks and not self._closing:
+                    self._changed.wait()
+                if not self._chunks:
+                    return
+                entries = self._chunks.popleft()
+            self.journal.send(entries)
+            with self._changed:
+                self._queued -= len(entries)
+
+    def close(self, timeout: float) -> None:
+        """Sends what is queued until now + timeout; what is left then is dropped and counted."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._thread.join(timeout)
+        self.journal.stopped = True  # the thread drops the rest, after its current send at most
+        self._thread.join()
+        self.journal.close()

@@ -1,5 +1,6 @@
 """--format journald: entries in journald's native protocol, field for field RecordBuilder's records;
-the socket that sends them never blocks, counts what is not taken, and sends large entries by memfd."""
+the sender never makes the reader wait, counts what journald does not take, and sends large entries by
+memfd."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import fcntl
 import os
 import socket
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -19,7 +21,7 @@ from otel_tcplife.contract import INT, Attribute, Field
 from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.errors import UsageError
 from otel_tcplife.output import journal_native
-from otel_tcplife.output.journal_native import FIELD_NAME, JournalSocket, attribute_fields, field
+from otel_tcplife.output.journal_native import FIELD_NAME, JournalSender, JournalSocket, attribute_fields, field
 from otel_tcplife.output.journald import CHUNK_ENTRIES, JournaldEncoder, generated_encoder
 from otel_tcplife.record import RecordBuilder, log_body
 from otel_tcplife.session import Decoder, as_events
@@ -179,8 +181,9 @@ def test_no_journal_socket_is_one_line_and_exit_status_2(monkeypatch, capsys, tm
                    "No such file or directory; is systemd-journald running?\n")
 
 
-def test_what_journald_does_not_take_is_dropped_and_counted(journal):
+def test_what_journald_does_not_take_in_time_is_dropped_and_counted(journal, monkeypatch):
     path, receiver = journal  # nobody reads it: its queue fills
+    monkeypatch.setattr(journal_native, "SEND_TIMEOUT", 0.001)
     warnings = []
     sender = JournalSocket(path, warn=warnings.append)
     entries = [b"MESSAGE=%d\n" % i + b"X=" + b"x" * 1000 + b"\n" for i in range(300)]
@@ -189,8 +192,50 @@ def test_what_journald_does_not_take_is_dropped_and_counted(journal):
     assert sender.dropped > 0 and len(got) + sender.dropped == 300
     assert got == entries[:len(got)]  # the first ones, whole
     sender.close()
-    assert warnings == [f"{sender.dropped} sessions not sent to journald: journald's socket queue is full "
-                        "(journald is behind)"]
+    assert warnings == [f"{sender.dropped} sessions not sent to journald: journald took none for 0.001 s "
+                        "(it is behind)"]
+
+
+def test_a_burst_larger_than_the_socket_holds_waits_for_journald(journal):
+    """journald's socket takes fewer than a hundred entries it has not read: the rest wait in the queue."""
+    path, receiver = journal
+    sender = JournalSender(JournalSocket(path))
+    entries = [b"MESSAGE=%d\n" % i + b"X=" + b"x" * 1000 + b"\n" for i in range(2000)]
+    for i in range(0, 2000, CHUNK_ENTRIES):
+        sender.offer(entries[i:i + CHUNK_ENTRIES])  # returns at once: nobody reads yet
+    got = []
+    while len(got) < 2000:
+        time.sleep(0.001)  # a journald slower than the sender
+        got += received(receiver)
+    sender.close(timeout=5)
+    assert got == entries and sender.dropped == 0
+
+
+def test_a_chunk_that_finds_the_queue_full_is_dropped_and_counted(journal):
+    path, receiver = journal
+    warnings = []
+    sender = JournalSender(JournalSocket(path, warn=warnings.append), capacity=4)
+    with sender._changed:  # the sender's thread takes nothing meanwhile
+        for chunk in ([b"A=1\n", b"A=2\n"], [b"A=3\n", b"A=4\n"], [b"A=5\n"]):
+            sender.offer(chunk)
+    assert sender.dropped == 1
+    sender.close(timeout=5)
+    assert received(receiver) == [b"A=%d\n" % i for i in range(1, 5)]
+    assert warnings == ["1 sessions not sent to journald: the queue of 4 entries is full (journald is behind)"]
+
+
+def test_what_is_left_at_the_shutdown_deadline_is_dropped_and_counted(journal, monkeypatch):
+    path, receiver = journal  # nobody reads it
+    monkeypatch.setattr(journal_native, "SEND_TIMEOUT", 0.2)
+    warnings = []
+    sender = JournalSender(JournalSocket(path, warn=warnings.append))
+    for i in range(0, 500, 100):
+        sender.offer([b"X=" + b"x" * 1000 + b"\n"] * 100)
+    started = time.monotonic()
+    sender.close(timeout=0.3)
+    assert time.monotonic() - started < 0.3 + 0.2 + 1  # the deadline, one send's wait, slack
+    assert sender.dropped > 0 and len(received(receiver)) + sender.dropped == 500
+    assert any("journald did not take them by the shutdown deadline" in line for line in warnings)
 
 
 def test_a_journald_that_went_away_and_came_back_gets_entries_again(journal, monkeypatch):
