@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tcplife import abi  # noqa: E402
 from otel_tcplife.enrich import ProcessNames  # noqa: E402
-from otel_tcplife.output.journal_native import attribute_fields  # noqa: E402
-from otel_tcplife.output.journald import JournaldEncoder  # noqa: E402
+from otel_tcplife.output.journald import JournaldEncoder, resource_fields  # noqa: E402
 from otel_tcplife.output.ndjson import NdjsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_json import OtlpJsonEncoder  # noqa: E402
 from otel_tcplife.output.otlp_proto import ProtoEncoder  # noqa: E402
@@ -149,7 +148,7 @@ def main() -> None:
     labels = ("records + ProtoEncoder", "SessionFrames + WireEncoder")
     times: dict[str, list[float]] = {label: [] for label in labels}
     ndjson = NdjsonEncoder(names)
-    journald = JournaldEncoder(attribute_fields(build_resource().attributes)[0], names)
+    journald = JournaldEncoder(resource_fields(build_resource().attributes)[0], names)
     table = TableWriter(Discard(), TableStyle())
     otlp_json = {signal: OtlpJsonEncoder(resource_json(build_resource()), scope_json(), signal, names)
                  for signal in ("logs", "traces")}

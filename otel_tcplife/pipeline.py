@@ -70,14 +70,14 @@ class Pipeline:
 
         resource = build_resource()
         if config.format == "journald":
-            from .output.journal_native import JournalSender, JournalSocket, attribute_fields
-            from .output.journald import JournaldEncoder
+            from .output.journal_native import JournalSender, JournalSocket
+            from .output.journald import JournaldEncoder, resource_fields
 
             # No journal: one line and exit 2, before the probe loads.
             self.journal = JournalSender(JournalSocket())
-            fields, left_out = attribute_fields(resource.attributes)
+            fields, left_out = resource_fields(resource.attributes)
             for key in left_out:
-                log.warn(f"resource attribute {key!r} has no journald field name: not in journal entries")
+                log.warn(f"resource attribute {key!r} has no journald field name of its own: not in journal entries")
             self.journald = JournaldEncoder(fields, names)
             self.stats.journald_dropped = lambda: self.journal.dropped
         if config.format in ("otlp-json", "otlp-json-traces"):

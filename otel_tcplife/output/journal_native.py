@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import orjson
 
@@ -69,13 +69,13 @@ def field_name(key: str) -> str | None:
     return name if FIELD_NAME.fullmatch(name) else None
 
 
-def attribute_fields(attributes: Mapping[str, object]) -> tuple[str, list[str]]:
-    """Attributes (the Resource's) as fields: (their text, the keys left out for want of a field name).
-    Strings as they are, other values as JSON (true, 3, ["a"])."""
+def attribute_fields(attributes: Mapping[str, object], taken: Collection[str] = ()) -> tuple[str, list[str]]:
+    """Attributes (the Resource's) as fields: (their text, the keys left out for want of a field name,
+    or because their name is taken). Strings as they are, other values as JSON (true, 3, ["a"])."""
     text, left_out = [], []
     for key, value in attributes.items():
         name = field_name(key)
-        if name is None:
+        if name is None or name in taken:
             left_out.append(key)
             continue
         text.append(field(name, value if isinstance(value, str) else orjson.dumps(value).decode()))

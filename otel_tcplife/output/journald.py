@@ -26,7 +26,7 @@ a newline (the process names, lookups) come from caches of their whole field, in
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .. import abi, contract, session
 from ..abi import address_text, comm_text
@@ -38,11 +38,11 @@ from ..codegen import (
 from ..contract import DOUBLE, DURATION_MS, ERROR_NAME, PROCESS_FACTS, Computed, Constant, Field, Lookup
 from ..enrich import ProcessNames
 from ..record import body_text
-from .journal_native import ENCODING, FIELD_NAME, field
+from .journal_native import ENCODING, FIELD_NAME, attribute_fields, field
 
 PRIORITY_INFO = 6
 SYSLOG_IDENTIFIER = "otel-tcplife"
-CHUNK_ENTRIES = 128  # entries made before they are sent: only one chunk is in memory
+CHUNK_ENTRIES = 128  # entries made at a time: the unit the sender's queue takes
 
 
 def value_text(type: contract.Type, value: object) -> str:
@@ -95,7 +95,8 @@ class JournaldValues(Values):
 
     def process_run(self, item: Item, inline: bool) -> str:
         """An expression of a run of process facts as their fields' text (made once per (pid, comm))."""
-        facts = [(journald_field(a), a.type, PROCESS_FACTS[source.fact]) for a, source in zip(item.attributes, item.sources)]
+        facts = [(journald_field(a), a.type, PROCESS_FACTS[source.fact])
+                 for a, source in zip(item.attributes, item.sources)]
 
         def make(names):
             def text(key: tuple[int, bytes]) -> str:
@@ -118,7 +119,8 @@ class JournaldValues(Values):
             cache = self.field_cache(attribute, source.function)
             return "{%s[%s]}" % (cache, session.event_field(source.field))
         if isinstance(source, Field) and (source.name in session.ADDRESS_FIELDS  # never a newline
-                                          or abi.EVENT_CODES[session.event_field(source.name)] == "H"):
+                                          or abi.EVENT_CODES[session.event_field(source.name)] == "H"
+                                          and attribute.type is not DOUBLE):
             value = self.text(source)
         elif isinstance(source, (Field, Computed)):
             value = self.number(source, inline)
@@ -146,6 +148,14 @@ def entry_parts(items: tuple[Item, ...], values: JournaldValues) -> list[str]:
                              f'{text} if {session.event_field(item.only_if)} else ""')
         parts.append("{" + name + "}")
     return parts
+
+
+def resource_fields(attributes: Mapping[str, object]) -> tuple[str, list[str]]:
+    """The Resource's attributes as fields (their text), and the keys left out: without a valid field
+    name, or with the name of one of the entry's own fields (MESSAGE, PROCESS_PID, ...)."""
+    taken = {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "OTEL_EVENT_NAME", "TRACE_ID", "SPAN_ID",
+             *(a.journald_field for a in contract.SESSION_ATTRIBUTES)}
+    return attribute_fields(attributes, taken)
 
 
 # An entry up to its attributes; the Resource's fields (`resource`) come last.
@@ -194,7 +204,7 @@ generated_encoder(contract.attributes())  # the default table's, made as the mod
 class JournaldEncoder:
     def __init__(self, resource_fields: str = "", names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        """resource_fields: the Resource's attributes as fields (journal_native.attribute_fields)."""
+        """resource_fields: the Resource's attributes as fields (resource_fields())."""
         self.resource = resource_fields
         self.names = names or ProcessNames()
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)

@@ -22,7 +22,7 @@ from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.errors import UsageError
 from otel_tcplife.output import journal_native
 from otel_tcplife.output.journal_native import FIELD_NAME, JournalSender, JournalSocket, attribute_fields, field
-from otel_tcplife.output.journald import CHUNK_ENTRIES, JournaldEncoder, generated_encoder
+from otel_tcplife.output.journald import CHUNK_ENTRIES, JournaldEncoder, generated_encoder, resource_fields
 from otel_tcplife.record import RecordBuilder, log_body
 from otel_tcplife.session import Decoder, as_events
 from otel_tcplife.stats import Stats
@@ -131,6 +131,11 @@ def test_resource_attributes_are_fields_named_as_the_records_are():
     assert parse_entry(fields.encode()) == [("SERVICE_NAME", b"s"), ("K8S_POD_NAME", b"p"), ("N", b"3"),
                                             ("ON", b"true"), ("LIST", b'["a",1]')]
     assert left_out == ["_private", "9lives"]
+
+
+def test_resource_attributes_named_as_the_entrys_own_fields_are_left_out():
+    fields, left_out = resource_fields({"service.name": "s", "message": "m", "process.pid": 1, "trace.id": "t"})
+    assert (fields, left_out) == ("SERVICE_NAME=s\n", ["message", "process.pid", "trace.id"])
 
 
 def test_an_attribute_journald_would_ignore_is_refused():
