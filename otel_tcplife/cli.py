@@ -235,7 +235,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         settings = resolve_otlp(flags, signal_name)
         if settings is not None:
             otlp[signal_name] = settings
-    if otlp or args.format in ("otlp-json", "otlp-json-traces"):
+    if otlp or args.format in ("otlp-json", "otlp-json-traces", "journald"):
         check_resource_env()  # the Resource's variables: refused here, before anything starts
     delivery = DeliverySettings(
         queue_size=args.queue_size, batch_size=args.batch_size, flush_interval=args.flush_interval,

@@ -209,9 +209,10 @@ def test_systemd_starts_the_unit_as_written_and_its_sessions_reach_the_journal(o
     entries = [json.loads(line) for line in (results / "journal.json").read_text().splitlines()]
     messages = [e["MESSAGE"] for e in entries if isinstance(e.get("MESSAGE"), str)]
     assert any("tracing via" in m for m in messages), log
-    sessions = [json.loads(m) for m in messages if m.startswith("{") and '"network.local.port"' in m]
-    (row,) = [s for s in sessions if s["network.local.port"] == port]
-    assert (row["thread.name"], row["tcplife.bytes_received"]) == ("tl-server", 1000)
+    # Sessions as the unit's --format journald sends them: native entries with typed fields.
+    sessions = [e for e in entries if e.get("OTEL_EVENT_NAME") == "tcplife.session"]
+    (row,) = [e for e in sessions if e["NETWORK_LOCAL_PORT"] == str(port)]
+    assert (row["THREAD_NAME"], row["TCPLIFE_BYTES_RECEIVED"], row["_TRANSPORT"]) == ("tl-server", "1000", "journal")
     assert {e["SYSLOG_IDENTIFIER"] for e in entries if e.get("_TRANSPORT") == "stdout"} == {"otel-tcplife"}
     # The unit's sandbox as systemd set it up: a dynamic user, exactly the capabilities, seccomp.
     status = parse_status((results / "status").read_text())

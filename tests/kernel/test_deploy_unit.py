@@ -33,7 +33,8 @@ def dynamic_uid() -> int:
 
 
 def the_units_flags() -> list[str]:
-    """ExecStart's flags, the output going to stdout as NDJSON (under systemd, to the journal)."""
+    """ExecStart's flags, the output going to stdout as NDJSON instead of the journal (its own tests
+    cover --format journald against a real journald)."""
     args = [arg for arg in exec_start()[1:] if not arg.startswith("$")]
     if "--format" in args:
         args[args.index("--format") + 1] = "ndjson"

@@ -117,7 +117,7 @@ def test_systemd_unit_runs_the_documented_flags():
     documented = ["--spool-dir", "/var/lib/otel-tcplife/spool"]  # OTEL_TCPLIFE_ARGS in the header
     from otel_tcplife.cli import build_parser
     parsed = build_parser().parse_args(args + documented)
-    assert (parsed.format, parsed.stats_interval, parsed.spool_dir) == ("ndjson", 60, documented[1])
+    assert (parsed.format, parsed.stats_interval, parsed.spool_dir) == ("journald", 60, documented[1])
     # The spool is in the state directory, the only place the unit's user may write.
     service = unit_settings()["Service"]
     assert service["StateDirectory"] == ["otel-tcplife"] and documented[1].startswith("/var/lib/otel-tcplife/")
