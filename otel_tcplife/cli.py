@@ -16,6 +16,7 @@ from .config import (
     ATTACH_MODES,
     DEFAULT_RING_BUFFER_BYTES,
     FORMATS,
+    RESOURCE_MODES,
     SPOOL_FSYNC,
     SPOOL_FULL_POLICIES,
     SPOOL_MIN_BYTES,
@@ -162,6 +163,10 @@ def build_parser() -> ArgumentParser:
                      help="stdout: the classic table, NDJSON (one object per session), OTLP/JSON "
                           "LogsData lines, OTLP/JSON TracesData lines; journald: one journal entry per "
                           "session with typed fields, to journald's socket; or nothing (default %(default)s)")
+    out.add_argument("--resource", choices=RESOURCE_MODES, default="process",
+                     help="the Resource of each record: the traced process's (its OTEL_SERVICE_NAME and "
+                          "OTEL_RESOURCE_ATTRIBUTES, container.id, k8s.pod.uid), or the agent's own "
+                          "(default %(default)s)")
     out.add_argument("--otlp-endpoint", metavar="URL",
                      help="export over OTLP/gRPC (http:// plain text, https:// TLS); "
                           "default from OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT")
@@ -235,7 +240,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         settings = resolve_otlp(flags, signal_name)
         if settings is not None:
             otlp[signal_name] = settings
-    if otlp or args.format in ("otlp-json", "otlp-json-traces", "journald"):
+    if otlp or args.format not in ("table", "none"):
         check_resource_env()  # the Resource's variables: refused here, before anything starts
     delivery = DeliverySettings(
         queue_size=args.queue_size, batch_size=args.batch_size, flush_interval=args.flush_interval,
@@ -249,7 +254,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         spool = SpoolSettings(directory=args.spool_dir, max_bytes=args.spool_max_bytes,
                               fsync=args.spool_fsync, full_policy=args.spool_full_policy)
     return Config(probe=probe, table=table, format=args.format, otlp=otlp, delivery=delivery, spool=spool,
-                  stats_interval=args.stats_interval, summary=args.summary)
+                  stats_interval=args.stats_interval, summary=args.summary, resource=args.resource)
 
 
 class Stopper:

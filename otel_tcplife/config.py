@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STATS_CHECK_SECONDS = 1.0  # how often kernel-side loss counters are read
+# Whose Resource records carry: the traced process's (identity.py), or the agent's own.
+RESOURCE_MODES = ("process", "agent")
 FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "journald", "none")
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
@@ -98,6 +100,7 @@ class Config:
     spool: SpoolSettings | None = None
     stats_interval: float = 0.0  # seconds between JSON stats lines on stderr; 0: only at exit
     summary: bool = False  # JSON counters on stderr at exit, also in table mode
+    resource: str = "process"  # one of RESOURCE_MODES
 
     @property
     def prints_summary(self) -> bool:

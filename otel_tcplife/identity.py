@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Mapping
 
+from .abi import comm_text
 from .enrich import ProcessNames, system_text
 from .resource import parse_resource_attributes
 
@@ -131,6 +132,26 @@ class ProcessResources:
         self.cgroups = cgroups or CgroupPaths()
         self._resources: dict[tuple, Resource] = {}
         self._containers: dict[int, dict[str, str]] = {}
+        self._by_owner: dict[tuple, Resource] = {}  # an owner as events hold it -> its Resource
+
+    def group(self, events: list[tuple], owners: list[tuple]) -> list[tuple[Resource, list[tuple]]]:
+        """A batch's events grouped by the Resource of their owner, in order of first appearance.
+        owners: per event, (pid, raw comm[, start_ns, cgroup_id]) as the event holds them; each
+        distinct one is resolved once, and cached."""
+        by_owner = self._by_owner
+        groups: dict[int, tuple[Resource, list[tuple]]] = {}  # by id(): Resources are shared objects
+        for event, owner in zip(events, owners):
+            resource = by_owner.get(owner)
+            if resource is None:
+                if len(by_owner) >= CACHE_LIMIT:
+                    by_owner.clear()
+                resource = by_owner[owner] = self.resource(owner[0], comm_text(owner[1]), *owner[2:])
+            group = groups.get(id(resource))
+            if group is None:
+                groups[id(resource)] = (resource, [event])
+            else:
+                group[1].append(event)
+        return list(groups.values())
 
     def resource(self, pid: int, comm: str, start_ns: int = 0, cgroup_id: int = 0) -> Resource:
         """start_ns: the process's start (boot-time ns, as the kernel's task start_boottime), 0 if

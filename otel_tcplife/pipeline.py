@@ -20,12 +20,16 @@ import fcntl
 import os
 import threading
 import time
+from itertools import repeat
 from typing import BinaryIO, TextIO
 
+import orjson
+
+from . import abi, log
+from .caches import Formatted
 from .clock import WallClock
 from .config import Config
 from .enrich import ProcessNames
-from . import log
 from .errors import UsageError
 from .output.table import TableWriter
 from .stats import Stats
@@ -58,50 +62,61 @@ class Pipeline:
         # One clock and one set of ids per session, whichever outputs share them.
         self.clock = WallClock()
         names = ProcessNames()
+        from .resource import agent_attributes
+
+        agent = agent_attributes()
+        # Whose Resource a record carries: its process's (grouped per batch), or the agent's.
+        self.identity = None
+        if config.resource == "process":
+            from .identity import ProcessResources
+
+            self.identity = ProcessResources(agent, names)
+        self._owner = abi.event_getter("pid", "comm")
         if config.format == "ndjson":
-            from .output.ndjson import NdjsonEncoder
+            from .output.ndjson import NdjsonEncoder, resource_tail
 
             self.ndjson = NdjsonEncoder(names)
+            self._ndjson_tails = Formatted(resource_tail)
         if config.format == "ndjson" and not config.otlp:
             return
         # The OpenTelemetry, protobuf and gRPC modules are imported only by the
         # outputs that use them: the table and NDJSON start faster and smaller.
-        from .resource import build_resource
-
-        resource = build_resource()
         if config.format == "journald":
             from .output.journal_native import JournalSender, JournalSocket
             from .output.journald import JournaldEncoder, resource_fields
 
             # No journal: one line and exit 2, before the probe loads.
             self.journal = JournalSender(JournalSocket())
-            fields, left_out = resource_fields(resource.attributes)
+            fields, left_out = resource_fields(agent)
             for key in left_out:
                 log.warn(f"resource attribute {key!r} has no journald field name of its own: not in journal entries")
             self.journald = JournaldEncoder(fields, names)
+            self._journald_fields = Formatted(lambda resource: resource_fields(dict(resource))[0])
             self.stats.journald_dropped = lambda: self.journal.dropped
         if config.format in ("otlp-json", "otlp-json-traces"):
             from .output.otlp_json import OtlpJsonEncoder
             from .resource import resource_json, scope_json
 
             signal = "logs" if config.format == "otlp-json" else "traces"
-            self.otlp_json = OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names)
+            self.otlp_json = OtlpJsonEncoder(resource_json(agent), scope_json(), signal, names)
+            self._otlp_json_resources = Formatted(lambda resource: orjson.dumps(resource_json(resource)).decode())
         if config.otlp:
             from .delivery import QueuedExporter, RetryPolicy
             from .output.otlp import OtlpGrpcSender
             from .output.otlp_frames import SessionFrames
-            from .output.otlp_wire import WireEncoder
+            from .output.otlp_wire import WireEncoder, resource_field
             from .resource import resource_proto, scope_proto
 
             self.frames = SessionFrames(names)
-            protos = WireEncoder(resource_proto(resource), scope_proto())
+            protos = WireEncoder(resource_proto(agent), scope_proto())
+            self._resource_fields = Formatted(lambda resource: resource_field(resource_proto(resource)))
             d = config.delivery
             for signal, settings in config.otlp.items():
                 spool = self._open_spool(signal, len(config.otlp)) if config.spool else None
                 sender = OtlpGrpcSender(settings, signal)
                 self.senders.append(sender)
                 self.exporters[signal] = QueuedExporter(
-                    signal, protos.requests, sender,
+                    signal, protos.grouped_requests if self.identity else protos.requests, sender,
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
                     retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed),
@@ -143,24 +158,40 @@ class Pipeline:
         if self.ndjson is None and self.otlp_json is None and self.journald is None and self.frames is None:
             return
         # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
-        ids = os.urandom(24 * len(events))
         offset = self.clock.offset()
         observed = time.time_ns()
+        if self.identity is None:
+            groups = [(None, events, os.urandom(24 * len(events)))]
+        else:  # the records of each process together, as OTLP groups them under their Resource
+            groups = [(resource, group, os.urandom(24 * len(group)))
+                      for resource, group in self.identity.group(events, list(map(self._owner, events)))]
         if self.ndjson:
-            guard.write(lambda: self._write(self.ndjson.encode(events, ids, offset)), len(events))
+            tails = self._ndjson_tails
+            for resource, group, ids in groups:
+                tail = tails[resource] if resource else ""
+                guard.write(lambda: self._write(self.ndjson.encode(group, ids, offset, tail)), len(group))
         if self.otlp_json:
-            guard.write(lambda: self._write(self.otlp_json.encode(events, ids, offset, observed)), len(events))
+            resources = self._otlp_json_resources
+            parts = [(resources[r] if r else self.otlp_json.resource, group, ids) for r, group, ids in groups]
+            guard.write(lambda: self._write(self.otlp_json.encode_groups(parts, offset, observed)), len(events))
         if self.journald:
-            for entries in self.journald.encode(events, ids):
-                self.journal.offer(entries)
+            fields = self._journald_fields
+            for resource, group, ids in groups:
+                for entries in self.journald.encode(group, ids, fields[resource] if resource else None):
+                    self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
-            log_records, spans = self.frames.encode(events, ids, offset, observed,
-                                                    logs=logs is not None, spans=traces is not None)
-            if logs:
-                logs.offer(log_records)
-            if traces:
-                traces.offer(spans)
+            resource_fields = self._resource_fields
+            for resource, group, ids in groups:
+                log_records, spans = self.frames.encode(group, ids, offset, observed,
+                                                        logs=logs is not None, spans=traces is not None)
+                if resource:  # each record with its Resource: WireEncoder.grouped_requests
+                    field = resource_fields[resource]
+                    log_records, spans = list(zip(repeat(field), log_records)), list(zip(repeat(field), spans))
+                if logs:
+                    logs.offer(log_records)
+                if traces:
+                    traces.offer(spans)
 
     def _write(self, chunks) -> None:
         self.stdout.writelines(chunks)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 from urllib.parse import unquote
 
 from . import __version__
@@ -94,6 +94,12 @@ def check_resource_env(env: Mapping[str, str] = os.environ) -> None:
 
 def build_resource(env: Mapping[str, str] = os.environ) -> Resource:
     from opentelemetry.sdk.resources import Resource
+
+    return Resource(agent_attributes(env))
+
+
+def agent_attributes(env: Mapping[str, str] = os.environ) -> dict[str, object]:
+    """The agent's own Resource, as attributes (build_resource's, without the SDK's Resource class)."""
     from opentelemetry.sdk.version import __version__ as sdk_version
 
     attributes = {
@@ -111,7 +117,7 @@ def build_resource(env: Mapping[str, str] = os.environ) -> Resource:
     if host_id:
         attributes["host.id"] = host_id
     attributes.update(resource_env(env))
-    return Resource(attributes)
+    return attributes
 
 
 def any_value(value: object) -> common_pb2.AnyValue:
@@ -141,17 +147,22 @@ def json_value(value: object) -> dict:
     return {"stringValue": str(value)}
 
 
-def resource_proto(resource: Resource) -> resource_pb2.Resource:
+def _attributes(resource: Resource | Mapping[str, object] | Iterable[tuple[str, object]]) -> dict[str, object]:
+    """A Resource's attributes: from the SDK's Resource, a mapping, or (key, value) pairs (identity.Resource)."""
+    return dict(getattr(resource, "attributes", resource))
+
+
+def resource_proto(resource: Resource | Mapping[str, object] | Iterable[tuple[str, object]]) -> resource_pb2.Resource:
     from opentelemetry.proto.common.v1 import common_pb2
     from opentelemetry.proto.resource.v1 import resource_pb2
 
     return resource_pb2.Resource(attributes=[
-        common_pb2.KeyValue(key=key, value=any_value(value)) for key, value in resource.attributes.items()
+        common_pb2.KeyValue(key=key, value=any_value(value)) for key, value in _attributes(resource).items()
     ])
 
 
-def resource_json(resource: Resource) -> dict:
-    return {"attributes": [{"key": key, "value": json_value(value)} for key, value in resource.attributes.items()]}
+def resource_json(resource: Resource | Mapping[str, object] | Iterable[tuple[str, object]]) -> dict:
+    return {"attributes": [{"key": key, "value": json_value(value)} for key, value in _attributes(resource).items()]}
 
 
 def scope_proto() -> common_pb2.InstrumentationScope:

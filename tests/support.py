@@ -67,8 +67,9 @@ def require_bpf() -> None:
 class Peer:
     """A traffic.py process; its stdout is a stream of JSON events."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=None if env is None else {**os.environ, **env})
         self.pid = self.proc.pid
 
     def next_event(self) -> dict:
@@ -95,24 +96,26 @@ class Traffic:
 
     started: list[Peer] = field(default_factory=list)
 
-    def _run(self, role: str, netns: str | None, **options: object) -> Peer:
+    def _run(self, role: str, netns: str | None, env: dict[str, str] | None = None, **options: object) -> Peer:
+        """env: variables added to the process's environment."""
         argv = [sys.executable, TRAFFIC, role]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         if netns:
             argv = ["ip", "netns", "exec", netns] + argv
-        peer = Peer(argv)
+        peer = Peer(argv, env)
         self.started.append(peer)
         return peer
 
-    def server(self, netns: str | None = None, **options: object) -> tuple[Peer, int]:
-        peer = self._run("server", netns, **options)
+    def server(self, netns: str | None = None, env: dict[str, str] | None = None,
+               **options: object) -> tuple[Peer, int]:
+        peer = self._run("server", netns, env, **options)
         event = peer.next_event()
         assert event["event"] == "listening", event
         return peer, event["port"]
 
-    def client(self, netns: str | None = None, **options: object) -> Peer:
-        return self._run("client", netns, **options)
+    def client(self, netns: str | None = None, env: dict[str, str] | None = None, **options: object) -> Peer:
+        return self._run("client", netns, env, **options)
 
     def close(self) -> None:
         for peer in self.started:

@@ -210,9 +210,11 @@ class JournaldEncoder:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes) -> Iterator[list[bytes]]:
+    def encode(self, events: Sequence[tuple], ids: bytes, resource: str | None = None) -> Iterator[list[bytes]]:
         """The entries for events (abi.EVENT tuples), made and yielded CHUNK_ENTRIES at a time; ids
-        holds 24 random bytes per event (trace id, span id), as RecordBuilder.build takes them."""
-        encode_entries, caches, resource = self.generated.function, self.caches, self.resource
+        holds 24 random bytes per event (trace id, span id), as RecordBuilder.build takes them;
+        resource: the events' Resource as fields (resource_fields()), else the encoder's."""
+        encode_entries, caches = self.generated.function, self.caches
+        resource = self.resource if resource is None else resource
         return (encode_entries(caches, events[i:i + CHUNK_ENTRIES], ids[24 * i:24 * (i + CHUNK_ENTRIES)], resource)
                 for i in range(0, len(events), CHUNK_ENTRIES))

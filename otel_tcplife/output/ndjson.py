@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
+
+import orjson
 
 from .. import contract
 from ..codegen import (
@@ -65,7 +67,7 @@ LINE_HEAD = ('{{"time":"{seconds.get(end[:-9]) or second(end[:-9])}.{end[-9:]}Z"
              '"start_time":"{seconds.get(start[:-9]) or second(start[:-9])}.{start[-9:]}Z",',
              '"otel.event.name":' + literal(f'"{contract.EVENT_NAME}"') + ',',
              '"trace_id":"{hex_ids[j:j + 32]}","span_id":"{hex_ids[j + 32:j + 48]}"')
-LINE_TAIL = "}}\n"
+LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothing
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,7 +80,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
         pieces, line = fstring(parts, "line")
         branches[branch] = [*pieces, "append(", *indent(line), ")"]
     source = loop_source(
-        "encode_chunk", "rfc3339, events, ids, offset", values,
+        "encode_chunk", "rfc3339, events, ids, offset, tail", values,
         setup=["hex_ids = ids.hex()",
                "seconds, second = rfc3339.seconds, rfc3339.second",
                "lines = []",
@@ -102,10 +104,19 @@ class NdjsonEncoder:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes, offset: int) -> Iterator[bytes]:
+    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, tail: str = "") -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
         is in memory); ids holds 24 random bytes per event (trace id, span id), offset turns their
-        monotonic times into Unix ns (as RecordBuilder.build)."""
+        monotonic times into Unix ns (as RecordBuilder.build); tail ends every line (resource_tail)."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
-        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset)
+        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset,
+                             tail)
                 for i in range(0, len(events), CHUNK_LINES))
+
+
+def resource_tail(resource: Iterable[tuple[str, object]]) -> str:
+    """The Resource's attributes as a line's last keys: all but the telemetry.sdk.* ones (they describe
+    the agent's SDK) and those the record already has (process.pid, process.executable.name)."""
+    have = {a.key for a in contract.SESSION_ATTRIBUTES}
+    return "".join(f",{orjson.dumps(key).decode()}:{orjson.dumps(value).decode()}" for key, value in resource
+                   if key not in have and not key.startswith("telemetry.sdk."))

@@ -113,24 +113,39 @@ for _signal in SIGNALS:  # the default table's, made as the module loads
 class OtlpJsonEncoder:
     def __init__(self, resource: dict, scope: dict, signal: str = "logs", names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
+        """resource: the Resource of every record, unless encode_groups is given others (resource_json())."""
         self.signal = signal
         self.names = names or ProcessNames()
-        envelope = ('{"resourceLogs":[{"resource":%s,"scopeLogs":[{"scope":%s,"logRecords":['
-                    if signal == "logs" else '{"resourceSpans":[{"resource":%s,"scopeSpans":[{"scope":%s,"spans":[')
-        self._head = envelope % (_json(resource), _json(scope))
+        self.resource = _json(resource)
+        self._open = ('{"resourceLogs":[' if signal == "logs" else '{"resourceSpans":[')
+        self._group = ('{"resource":%s,"scopeLogs":[{"scope":' if signal == "logs"
+                       else '{"resource":%s,"scopeSpans":[{"scope":') + _json(scope) + (
+                           ',"logRecords":[' if signal == "logs" else ',"spans":[')
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes, signal)
         self.caches = self.generated.new_caches(self.names)
 
     def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int) -> Iterator[bytes]:
-        """One line for the events (abi.EVENT tuples), nothing for none, made and yielded in pieces
-        of CHUNK_RECORDS records: only one piece is in memory at a time (under the size malloc
-        serves from fresh pages, cli.tune_malloc). ids holds 24 random bytes per event (trace id,
-        span id), offset turns monotonic times into Unix ns, observed is the log records' observed
-        time (as RecordBuilder.build)."""
+        """One line for the events (abi.EVENT tuples), all of the encoder's Resource, nothing for none.
+        ids holds 24 random bytes per event (trace id, span id), offset turns monotonic times into Unix
+        ns, observed is the log records' observed time (as RecordBuilder.build)."""
+        return self.encode_groups([(self.resource, events, ids)], offset, observed)
+
+    def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple], bytes]], offset: int,
+                      observed: int) -> Iterator[bytes]:
+        """One line for groups of events, a ResourceLogs (ResourceSpans) each: (the Resource's JSON,
+        events, their ids). Made and yielded in pieces of CHUNK_RECORDS records: only one piece is in
+        memory at a time (under the size malloc serves from fresh pages, interpreter.tune_malloc)."""
         encode_records, caches = self.generated.function, self.caches
-        for i in range(0, len(events), CHUNK_RECORDS):
-            records = ",".join(encode_records(caches, events[i:i + CHUNK_RECORDS],
-                                              ids[24 * i:24 * (i + CHUNK_RECORDS)], offset, observed))
-            head = self._head if i == 0 else ","
-            tail = "]}]}]}\n" if i + CHUNK_RECORDS >= len(events) else ""
-            yield f"{head}{records}{tail}".encode()
+        groups = [group for group in groups if group[1]]
+        head = self._open
+        for g, (resource, events, ids) in enumerate(groups):
+            head += self._group % resource
+            for i in range(0, len(events), CHUNK_RECORDS):
+                records = ",".join(encode_records(caches, events[i:i + CHUNK_RECORDS],
+                                                  ids[24 * i:24 * (i + CHUNK_RECORDS)], offset, observed))
+                tail = ""
+                if i + CHUNK_RECORDS >= len(events):
+                    tail = "]}]}" + ("]}\n" if g == len(groups) - 1 else ",")
+                yield f"{head}{records}{tail}".encode()
+                head = ","
+            head = ""

@@ -199,43 +199,77 @@ def span_status(error_type: str) -> bytes:
     return delimited(b"\x7a", delimited(b"\x12", error_type.encode()) + b"\x18" + varint(Status.STATUS_CODE_ERROR))
 
 
+def resource_field(resource: resource_pb2.Resource) -> bytes:
+    """ResourceLogs.resource / ResourceSpans.resource (field 1), serialized: what grouped_requests
+    groups records by."""
+    return delimited(b"\x0a", resource.SerializeToString())
+
+
 class WireEncoder:
-    """Framed records -> serialized requests, for either signal (the envelopes are the same bytes)."""
+    """Framed records -> serialized requests, for either signal (the envelopes are the same bytes).
+
+    A request is a sequence of ResourceLogs / ResourceSpans fields, one per Resource: `requests`
+    puts every record under the encoder's own Resource, `grouped_requests` under each record's."""
 
     def __init__(self, resource: resource_pb2.Resource, scope: common_pb2.InstrumentationScope) -> None:
         # ResourceLogs.resource = 1 and ScopeLogs.scope = 1 (the same in the span messages).
-        self._resource_field = delimited(b"\x0a", resource.SerializeToString())
+        self._resource_field = resource_field(resource)
         self._scope_field = delimited(b"\x0a", scope.SerializeToString())
 
-    def _head(self, size: int) -> bytes:
-        """The request up to its first record, for `size` bytes of framed records."""
+    def _head(self, size: int, resource: bytes | None = None) -> bytes:
+        """A ResourceLogs field up to its first record, for `size` bytes of framed records."""
+        resource = self._resource_field if resource is None else resource
         scope_list = len(self._scope_field) + size  # ScopeLogs / ScopeSpans
-        resource_list = len(self._resource_field) + 1 + len(varint(scope_list)) + scope_list
-        return (b"\x0a" + varint(resource_list) + self._resource_field
+        resource_list = len(resource) + 1 + len(varint(scope_list)) + scope_list
+        return (b"\x0a" + varint(resource_list) + resource
                 + b"\x12" + varint(scope_list) + self._scope_field)
 
-    def _request_size(self, size: int) -> int:
-        return len(self._head(size)) + size
-
-    def _request(self, framed: list[bytes], size: int | None = None) -> bytes:
-        """One request: the head and the framed records, joined in one copy."""
-        head = self._head(sum(map(len, framed)) if size is None else size)
-        return b"".join([head, *framed])
-
-    def requests(self, framed: list[bytes]) -> list[tuple[bytes, int]]:
-        """Framed records (of one signal) -> requests, each under MAX_REQUEST_BYTES, with their
-        record counts. Packed greedily, in order; a record too big on its own goes alone, as in
-        ProtoEncoder."""
+    def _pieces(self, framed: list[bytes], resource: bytes | None = None) -> list[tuple[bytes, int]]:
+        """Framed records of one Resource -> ResourceLogs fields, each under MAX_REQUEST_BYTES as a
+        request, with their record counts. Packed greedily, in order; a record too big on its own goes
+        alone, as in ProtoEncoder."""
         limit = MAX_REQUEST_BYTES  # a global, read at call time: tests lower it
-        size = sum(map(len, framed))
-        if self._request_size(size) <= limit:
-            return [(self._request(framed, size), len(framed))]
-        requests = []
+        sizes = list(map(len, framed))
+        size = sum(sizes)
+        if len(self._head(size, resource)) + size <= limit:
+            return [(b"".join([self._head(size, resource), *framed]), len(framed))]
+        pieces = []
         start, size = 0, 0
-        for i, n in enumerate(map(len, framed)):
-            if i > start and self._request_size(size + n) > limit:
-                requests.append((self._request(framed[start:i]), i - start))
+        for i, n in enumerate(sizes):
+            if i > start and len(self._head(size + n, resource)) + size + n > limit:
+                pieces.append((b"".join([self._head(size, resource), *framed[start:i]]), i - start))
                 start, size = i, 0
             size += n
-        requests.append((self._request(framed[start:]), len(framed) - start))
+        pieces.append((b"".join([self._head(size, resource), *framed[start:]]), len(framed) - start))
+        return pieces
+
+    def requests(self, framed: list[bytes]) -> list[tuple[bytes, int]]:
+        """Framed records (of one signal), all of the encoder's Resource -> requests, each under
+        MAX_REQUEST_BYTES, with their record counts."""
+        return self._pieces(framed)
+
+    def grouped_requests(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int]]:
+        """(resource_field(...), framed record) pairs -> requests, each under MAX_REQUEST_BYTES, with
+        their record counts: one ResourceLogs per distinct Resource in a request, in order of first
+        appearance, the records of each in their order."""
+        groups: dict[bytes, list[bytes]] = {}
+        for resource, frame in items:
+            group = groups.get(resource)
+            if group is None:
+                groups[resource] = [frame]
+            else:
+                group.append(frame)
+        requests: list[tuple[bytes, int]] = []
+        parts: list[bytes] = []
+        size = count = 0
+        for resource, framed in groups.items():
+            for piece, n in self._pieces(framed, resource):
+                if parts and size + len(piece) > MAX_REQUEST_BYTES:
+                    requests.append((b"".join(parts), count))
+                    parts, size, count = [], 0, 0
+                parts.append(piece)
+                size += len(piece)
+                count += n
+        if parts:
+            requests.append((b"".join(parts), count))
         return requests

@@ -66,7 +66,7 @@ def journal_entries(count: int, *matches: str, timeout: float = 10) -> list[dict
 
 def test_sessions_come_back_from_journalctl_with_their_fields(journald, traffic, start_agent):
     server, port = traffic.server(name="tl-server", count=3, recv=1023, send=1024 * 1024)
-    agent = start_agent("--format", "journald", "-L", str(port))
+    agent = start_agent("--format", "journald", "-L", str(port), "--resource", "agent")
     client = traffic.client(name="tl-client", port=port, count=3, send=1023, recv=1024 * 1024)
     closed = [e for e in client.events() if e["event"] == "closed"]
     server.events()
@@ -113,7 +113,7 @@ def test_an_entry_too_large_for_a_datagram_arrives_by_memfd(journald, traffic, s
     # socket's 208 KiB send buffer, which journald gets in a memfd.
     big, name = "b" * 120_000, "n" * 100_000
     server, port = traffic.server(name="tl-server", count=1)
-    agent = start_agent("--format", "journald", "-L", str(port),
+    agent = start_agent("--format", "journald", "-L", str(port), "--resource", "agent",
                         env={"OTEL_RESOURCE_ATTRIBUTES": f"test.big={big}", "OTEL_SERVICE_NAME": name})
     traffic.client(name="tl-client", port=port, count=1).events()
     server.events()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..rotel_relay import RotelRelay
-from .test_stdout_formats import collect, flat
+from .test_stdout_formats import ATTRIBUTE_KEYS, collect, flat
 
 
 def test_records_relayed_through_rotel_arrive_intact(traffic, start_agent, receiver):
@@ -23,6 +23,13 @@ def test_records_relayed_through_rotel_arrive_intact(traffic, start_agent, recei
     for record in receiver.log_records() + receiver.spans():
         row = rows[record.trace_id.hex()]
         assert record.span_id.hex() == row["span_id"]
-        assert flat(record.attributes) == {k: v for k, v in row.items() if "." in k and k != "otel.event.name"}
+        assert flat(record.attributes) == {k: v for k, v in row.items() if k in ATTRIBUTE_KEYS}
+    # The Resource too: NDJSON's flat resource keys are the exported Resource's.
+    for resource, _, record in receiver.log_records_with_resource():
+        row = rows[record.trace_id.hex()]
+        attributes = flat(resource.attributes)
+        shared = [key for key in attributes if key in row]
+        assert {"service.name", "host.name", "os.type", "process.pid"} <= set(shared)
+        assert {key: attributes[key] for key in shared} == {key: row[key] for key in shared}
     assert {log.event_name for log in receiver.log_records()} == {"tcplife.session"}
     assert {(s.name, s.kind) for s in receiver.spans()} == {("tcp accept", 2)}
