@@ -45,8 +45,8 @@ def check_privileges() -> list[str]:
         if missing:
             raise ProbeError(f"permission denied: missing {' and '.join(missing)}: {GRANT}")
     if not has_capability(CAP_SYS_PTRACE):
-        return ["without CAP_SYS_PTRACE, process.executable.name is the comm for processes "
-                "this user may not inspect"]
+        return ["without CAP_SYS_PTRACE, processes this user may not inspect get the comm as "
+                "process.executable.name, and no service.name from their environment"]
     return []
 
 
