@@ -47,11 +47,11 @@ EVENT_FIELDS = (
     ("retransmits", "I"),
     ("closed_by", "B"),
     ("reset", "B"),
-    ("reserved", "H"),
+    ("reserved", "2x"),  # padding: no value in the tuples
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 # The probe hands events over as plain tuples (EVENT.unpack): these names say what each position holds.
-EVENT_NAMES = tuple(name for name, _ in EVENT_FIELDS)
+EVENT_NAMES = tuple(name for name, code in EVENT_FIELDS if not code.endswith("x"))
 EVENT_CODES = dict(EVENT_FIELDS)  # name -> struct code: its C type, so the range of its values
 # A for loop's target naming every field of an event, for code generated over events:
 # `for birth_ns, close_ns, ... in events:` (unpacking costs less than indexing a tuple by name).

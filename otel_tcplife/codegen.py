@@ -25,7 +25,7 @@ from typing import Callable
 
 import orjson
 
-from . import abi, session
+from . import abi, contract, session
 from .abi import address_text, comm_text
 from .caches import Formatted, port_cache
 from .contract import DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type
@@ -290,13 +290,48 @@ class JsonValues(Values):
         cache = self.cache("process_text", make, what=item)
         return self.define(item, "process", f"{cache}[pid, comm]")
 
+    def cached_text(self, attribute: Attribute, field: str, function: Callable, only_if: str | None,
+                    separator: str, attribute_text: Callable[[str, Type, str], str]) -> str:
+        """An expression of the attribute's text with the separator before it, from a cache by the number
+        field its value is function(field) of: "" where only_if (that field, if given) is 0."""
+        key, type, value_text = attribute.key, attribute.type, json_text(attribute.type)
+
+        def make(names):
+            def text(raw: int) -> str:
+                if only_if is not None and not raw:
+                    return ""
+                return separator + attribute_text(key, type, value_text(type.python(function(raw))))
+            return Formatted(text)
+
+        cache = self.cache(identifier(f"{key}_attribute_text"), make, what=("attribute", key, separator))
+        return f"{cache}[{session.event_field(field)}]"
+
+
+def text_source(attribute: Attribute, source, only_if: str | None) -> tuple[str, Callable] | None:
+    """(the number field, the value's function of it) when a cache by that field can hold the attribute's
+    text: for a Lookup (few values), or a double Computed from one field (a double's repr costs several
+    lookups); its only_if, if any, that same field. None for other sources."""
+    if isinstance(source, Lookup):
+        field, function = source.field, source.function
+    elif isinstance(source, Computed) and attribute.type is DOUBLE:
+        function, fields = contract._function(source.expression)
+        if len(fields) != 1:
+            return None
+        field = fields[0]
+    else:
+        return None
+    if only_if not in (None, field) or field in session.ADDRESS_FIELDS or field == session.COMM_FIELD:
+        return None
+    return field, function
+
 
 def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Callable[[str, Type, str], str],
                separator: str, leading: bool) -> list[str]:
     """A record's attributes as f-string template parts, one per item, for a JSON output that writes
     an attribute as attribute_text(key, type, its value's text) and puts separator before every
     attribute (leading) or between them. An attribute only some records have is a local of the loop:
-    its text with the separator, or ""."""
+    its text with the separator, or "". An attribute made from one number field (text_source) comes
+    whole from a cache by that field."""
     parts = []
     for item in items:
         first = not parts and not leading
@@ -309,13 +344,17 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
             parts.append(sep + literal(attribute_text(attribute.key, attribute.type,
                                                       json_text(attribute.type)(source.value))))
             continue
+        if item.only_if is not None and first:
+            raise ValueError(f"{attribute.key}: a record's first attribute must be in every record")
+        cacheable = text_source(attribute, source, item.only_if)
+        if cacheable:
+            parts.append("{" + values.cached_text(attribute, *cacheable, item.only_if, sep, attribute_text) + "}")
+            continue
         field = "{%s!r}" if attribute.type is DOUBLE else "{%s}"
         template = sep + literal(attribute_text(attribute.key, attribute.type, PLACEHOLDER))
         if item.only_if is None:
             parts.append(template.replace(PLACEHOLDER, field % values.local(source)))
             continue
-        if first:
-            raise ValueError(f"{attribute.key}: a record's first attribute must be in every record")
         text = "f" + repr(template.replace(PLACEHOLDER, field % f"({values.expression(source)})"))
         name = values.define(item, identifier(attribute.key) + "_attribute",
                              f'{text} if {session.event_field(item.only_if)} else ""')

@@ -6,7 +6,7 @@ made from it, not written out beside it:
 - record.RecordBuilder reads it as it stands: the readable reference, from decoded Sessions;
 - output/ndjson.py, output/otlp_json.py and output/otlp_frames.py generate their per-session loops
   from it when they load (codegen.py), straight from the probe's raw events;
-- journald fields (when that output comes) are named by Attribute.journald_field.
+- output/journald.py names its fields by Attribute.journald_field.
 Tests check every output against RecordBuilder's records.
 
 Sources name Session fields (session.py), the readable form of an event; the generated loops read
@@ -163,6 +163,26 @@ def errno_name(error: int) -> str:
     return errno.errorcode.get(error, str(error))
 
 
+# TCP states by number (include/net/tcp_states.h), named as the classic tcpstates tool names them.
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+
+
+def tcp_state_name(state: int) -> str:
+    """A TCP state's name (FIN_WAIT1), or its number for one we do not know."""
+    return TCP_STATES.get(state, str(state))
+
+
+def closer_name(closed_by: int) -> str:
+    """abi.CLOSED_BY_* as text: local, peer (the number for any other)."""
+    return {abi.CLOSED_BY_LOCAL: "local", abi.CLOSED_BY_PEER: "peer"}.get(closed_by, str(closed_by))
+
+
+def reset_name(reset: int) -> str:
+    """abi.RESET_* as text: sent, received (the number for any other)."""
+    return {abi.RESET_SENT: "sent", abi.RESET_RECEIVED: "received"}.get(reset, str(reset))
+
+
 DURATION_MS = Computed("duration_ms", "(close_ns - birth_ns) / 1e6")
 ERROR_NAME = Lookup("error", errno_name)
 
@@ -187,6 +207,14 @@ SESSION_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("tcplife.bytes_sent", INT, Field("tx_bytes")),  # payload bytes acked by the peer
     Attribute("tcplife.bytes_received", INT, Field("rx_bytes")),  # payload bytes received
     Attribute("tcplife.duration_ms", DOUBLE, DURATION_MS),
+    # What happened on the wire, as the kernel knew it at close. No semantic convention has these
+    # (network.connection.state is the current state, which at close is always "close").
+    Attribute("tcplife.retransmits", INT, Field("retransmits")),  # segments retransmitted
+    Attribute("tcplife.close_state", STRING, Lookup("oldstate", tcp_state_name)),  # the state before CLOSE
+    Attribute("tcplife.rtt_ms", DOUBLE, Computed("rtt_ms", "srtt_us / 1e3"), only_if="srtt_us"),  # smoothed
+    Attribute("tcplife.rtt_min_ms", DOUBLE, Computed("rtt_min_ms", "rtt_min_us / 1e3"), only_if="rtt_min_us"),
+    Attribute("tcplife.closed_by", STRING, Lookup("closed_by", closer_name), only_if="closed_by"),
+    Attribute("tcplife.reset", STRING, Lookup("reset", reset_name), only_if="reset"),
     Attribute("error.type", STRING, ERROR_NAME, only_if="error"),  # failed connects and resets
 )
 

@@ -81,6 +81,6 @@ def as_events(sessions: Iterable[Session]) -> list[tuple]:
     for s in sessions:
         fields = {event_field(name): value for name, value in s._asdict().items()}
         fields.update(saddr=address_bytes(s.family, s.laddr), daddr=address_bytes(s.family, s.raddr),
-                      comm=s.comm.encode(), reserved=0)
+                      comm=s.comm.encode())
         events.append(abi.EVENT.unpack(abi.pack_event(**fields)))
     return events

@@ -49,11 +49,18 @@ TEST_ATTRIBUTES = {
                                        only_if="tx_bytes"),
     "comm": Attribute("test.comm", STRING, Field("comm")),
     "process fact": Attribute("test.pid", INT, contract.ProcessFact("pid")),
+    # the JSON outputs write these from caches of their whole text
+    "double computed from one field": Attribute("test.half", contract.DOUBLE, Computed("half", "retransmits / 2"),
+                                                only_if="retransmits"),
+    "lookup present when its field is": Attribute("test.reset", STRING, Lookup("reset", owner_text), only_if="reset"),
+    "lookup present on another field": Attribute("test.owner_on_error", STRING, Lookup("owner", owner_text),
+                                                 only_if="error"),
 }
 
 SESSIONS = [
-    sample_session(),
-    sample_session(role=abi.ROLE_SERVER, error=errno.ECONNRESET, oldstate=7, owner=abi.OWNER_ACCEPT),
+    sample_session(srtt_us=1234, rtt_min_us=1000, retransmits=3, closed_by=abi.CLOSED_BY_LOCAL),
+    sample_session(role=abi.ROLE_SERVER, error=errno.ECONNRESET, oldstate=7, owner=abi.OWNER_ACCEPT,
+                   reset=abi.RESET_RECEIVED, closed_by=abi.CLOSED_BY_PEER, srtt_us=1),
     sample_session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2", comm='x"y\\z ñ'),
     sample_session(role=77, error=errno.ECONNREFUSED, tx_bytes=0, rx_bytes=2**40, rport=65535),
 ]
@@ -207,3 +214,12 @@ def test_a_value_named_like_the_outputs_own_locals_is_refused(name):
     table = contract.attributes() + (Attribute("test.clash", INT, Computed(name, "close_ns + 1")),)
     with pytest.raises(ValueError, match=name):
         otlp_frames.generated_encoder(table)
+
+
+def test_json_outputs_write_a_value_of_one_number_field_from_a_cache_of_its_whole_attribute():
+    """A Lookup, or a double computed from one field: its attribute's text comes whole from a cache by
+    that field, "" where its only_if field is 0, with no test or formatting per record."""
+    source = ndjson.generated_encoder(contract.attributes()).source
+    assert "[srtt_us]}" in source and "srtt_us / 1000.0" not in source and "if srtt_us" not in source
+    assert "[oldstate]}" in source and "[error]}" in source
+    assert "[retransmits]" not in source  # an int as it is: formatting it costs less than a lookup

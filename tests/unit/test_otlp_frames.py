@@ -81,7 +81,12 @@ def sessions(draw) -> Session:
         rx_bytes=draw(st.integers(0, 2**63 - 1)), birth_ns=birth, close_ns=birth + draw(st.integers(0, 2**40)),
         role=draw(st.sampled_from([abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN, 9])),
         error=draw(st.sampled_from([0, errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, 4242])),
-        oldstate=4, owner=abi.OWNER_CONNECT,
+        oldstate=draw(st.integers(0, 255)), owner=abi.OWNER_CONNECT,
+        srtt_us=draw(st.integers(0, 2**32 - 1) | st.sampled_from([0, 1])),
+        rtt_min_us=draw(st.integers(0, 2**32 - 1) | st.sampled_from([0, 1])),
+        retransmits=draw(st.integers(0, 2**32 - 1) | st.sampled_from([0, 127, 128, 16384])),
+        closed_by=draw(st.integers(0, 255) | st.sampled_from([0, 1, 2])),
+        reset=draw(st.integers(0, 255) | st.sampled_from([0, 1, 2])),
     )
 
 

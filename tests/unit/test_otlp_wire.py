@@ -47,6 +47,9 @@ def varied_sessions(n: int) -> list[Session]:
             rx_bytes=i * 1_000_003, close_ns=5_000_000_000 + (i % 5) * 1_000_000 + i,
             role=(abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)[i % 3],
             error=(0, 0, errno.ECONNREFUSED, errno.ECONNRESET, 9999)[i % 5],
+            srtt_us=(0, 1, 37, 16384, 2**32 - 1)[i % 5], rtt_min_us=(0, 1, 25, 9999)[i % 4],
+            retransmits=(0, 0, 1, 127, 128, 2**32 - 1)[i % 6], closed_by=i % 4, reset=(i // 3) % 4,
+            oldstate=(1, 4, 5, 8, 9, 11, 200)[i % 7],
         ))
     return sessions
 

@@ -58,7 +58,7 @@ def build(*sessions):
 
 
 def test_client_record_follows_the_contract():
-    (r,) = build(session())
+    (r,) = build(session(srtt_us=12_345, rtt_min_us=9_870, retransmits=2, closed_by=abi.CLOSED_BY_LOCAL, oldstate=5))
     attributes = dict(r.attributes)
     assert (r.name, r.kind) == ("tcp connect", 3)
     assert r.start_ns == FixedClock.offset_ns + 5_000_000_000
@@ -73,9 +73,31 @@ def test_client_record_follows_the_contract():
         "server.address": "93.184.216.34", "server.port": 443,
         "process.pid": 4242, "process.executable.name": "curl", "thread.name": "curl",
         "tcplife.role": "client", "tcplife.bytes_sent": 1229, "tcplife.bytes_received": 49152,
-        "tcplife.duration_ms": 91.79,
+        "tcplife.duration_ms": 91.79, "tcplife.rtt_ms": 12.345, "tcplife.rtt_min_ms": 9.87,
+        "tcplife.retransmits": 2, "tcplife.closed_by": "local", "tcplife.close_state": "FIN_WAIT2",
     }
     assert "network.io.direction" not in attributes
+
+
+def test_wire_facts_are_left_out_when_the_kernel_had_none():
+    """No RTT sample (a connect that failed), no FIN or reset (a timeout): those attributes are absent;
+    retransmits and the state before CLOSE are always there."""
+    (r,) = build(session(error=errno.ETIMEDOUT, oldstate=2, retransmits=1))
+    attributes = dict(r.attributes)
+    assert [k for k in attributes if k.startswith("tcplife.") and k not in (
+        "tcplife.role", "tcplife.bytes_sent", "tcplife.bytes_received", "tcplife.duration_ms")] == [
+        "tcplife.retransmits", "tcplife.close_state"]
+    assert (attributes["tcplife.retransmits"], attributes["tcplife.close_state"]) == (1, "SYN_SENT")
+
+
+def test_reset_and_who_closed_read_as_words():
+    records = build(session(closed_by=abi.CLOSED_BY_PEER, reset=abi.RESET_RECEIVED, oldstate=1, srtt_us=1),
+                    session(closed_by=abi.CLOSED_BY_LOCAL, reset=abi.RESET_SENT, oldstate=8),
+                    session(closed_by=7, reset=9, oldstate=99))
+    assert [(a["tcplife.closed_by"], a["tcplife.reset"], a["tcplife.close_state"]) for a in map(dict, (
+        r.attributes for r in records))] == [("peer", "received", "ESTABLISHED"), ("local", "sent", "CLOSE_WAIT"),
+                                             ("7", "9", "99")]
+    assert dict(records[0].attributes)["tcplife.rtt_ms"] == 0.001
 
 
 def test_server_record_swaps_client_and_server():
@@ -112,7 +134,8 @@ def test_rfc3339_has_nanoseconds_in_utc():
 def test_ndjson_otlp_json_and_protobuf_agree():
     resource = Resource.create({"service.name": "otel-tcplife", "host.name": "h"})
     records, rows, otlp_json = build_all(
-        session(), session(role=abi.ROLE_SERVER, error=errno.ECONNRESET),
+        session(srtt_us=1500, rtt_min_us=900, retransmits=300, closed_by=abi.CLOSED_BY_LOCAL),
+        session(role=abi.ROLE_SERVER, error=errno.ECONNRESET, reset=abi.RESET_RECEIVED, closed_by=abi.CLOSED_BY_PEER),
         session(role=abi.ROLE_UNKNOWN, family=6, laddr="::1", raddr="::2"), resource=resource)
     logs, traces = assert_otlp_json_matches_protobuf(records, otlp_json, resource)
     (_, failed, _) = traces.resource_spans[0].scope_spans[0].spans
