@@ -143,6 +143,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-t", "--timestamp", action="store_true", help="include timestamp on output (seconds)")
     parser.add_argument("-w", "--wide", action="store_true", help="wide column output (fits IPv6 addresses)")
     parser.add_argument("-s", "--csv", action="store_true", help="comma separated values output")
+    parser.add_argument("-x", "--extended", action="store_true",
+                        help="table: also RTT, minimum RTT, retransmits, who closed, reset and the state "
+                             "before CLOSE (always in the other formats)")
     parser.add_argument("-p", "--pid", type=pid_value, default=0, help="trace this PID only")
     parser.add_argument("-L", "--localport", type=port_list, default=(), metavar="PORTS",
                         help="comma-separated list of local ports to trace")
@@ -229,7 +232,8 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         attach=args.attach,
         verbose=args.verbose,
     )
-    table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp)
+    table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp,
+                       extended=args.extended)
     flags = OtlpFlags(
         endpoint=args.otlp_endpoint, insecure=args.otlp_insecure, certificate=args.otlp_certificate,
         client_key=args.otlp_client_key, client_certificate=args.otlp_client_certificate,

@@ -41,6 +41,7 @@ class TableStyle:
     csv: bool = False  # overrides wide
     wall_time: bool = False  # -T: TIME column, local HH:MM:SS at print time
     timestamp: bool = False  # -t: TIME(s) column, seconds since the first row
+    extended: bool = False  # -x: the session's wire facts (RTT, retransmits, who closed, reset, state) after MS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The classic tcplife table, byte for byte (default, -w wide, -s CSV, -T, -t).
+"""The classic tcplife table, byte for byte (default, -w wide, -s CSV, -T, -t); with -x, the
+session's wire facts in extra columns after MS.
 
 Rows are made straight from the probe's event tuples, column by column from caches of
 formatted text: a row is nine lookups. One %-format per row of decoded Sessions took twice the
@@ -9,10 +10,11 @@ when the module loads, its target abi.EVENT_TARGET).
 from __future__ import annotations
 
 import time
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from .. import abi
 from ..abi import comm_text
+from ..contract import closer_name, reset_name, tcp_state_name
 from ..caches import Formatted, address_caches, port_cache
 from ..codegen import compile_function, generated_filename
 from ..config import TableStyle
@@ -35,19 +37,31 @@ ROW_COLUMNS = {
 }
 
 
+# -x: columns after MS (MS then padded, as the others, so that they line up). Each column's format
+# with the separator before it, and the text of a value the session lacks ("-", CSV: empty).
+EXTENDED_HEADER = ("RTT_MS", "MINRTT_MS", "RETRANS", "CLOSED_BY", "RESET", "OLDSTATE")
+EXTENDED_MS = {"default": ("%-9s", "%-9.2f"), "wide": ("%-9s", "%-9.2f"), "csv": ("%s", "%.2f")}  # header, row
+ALIGNED_COLUMNS = (" %8s", " %9s", " %7s", " %-9s", " %-8s", " %s")
+EXTENDED_COLUMNS = {"default": (ALIGNED_COLUMNS, "-"), "wide": (ALIGNED_COLUMNS, "-"), "csv": ((",%s",) * 6, "")}
+
 # The hot path: one loop of cache lookups, no call per row. EVENT_FIELDS becomes abi.EVENT_TARGET.
 ROW_LOOP = """\
-def rows(events, processes, v4, v6, ports, kilobytes, milliseconds):
+def rows(events, processes, v4, v6, ports, kilobytes, milliseconds, extended):
     lines = []
     append = lines.append
+    rtts, min_rtts, retransmit_counts, closers, resets, states = extended
     for EVENT_FIELDS in events:
         ip, addresses = v4 if family == 4 else v6
         append(f"{processes[pid, comm]}{ip}{addresses[saddr]}{ports[sport]}{addresses[daddr]}{ports[dport]}"
                f"{kilobytes[tx_bytes // 1024]}{kilobytes[rx_bytes // 1024]}"
-               f"{milliseconds[(close_ns - birth_ns) // 1000]}")
+               f"{milliseconds[(close_ns - birth_ns) // 1000]}"EXTENDED)
     return lines
 """.replace("EVENT_FIELDS", abi.EVENT_TARGET)
-rows = compile_function(ROW_LOOP, "rows", {}, generated_filename(__name__, "rows"))
+rows = compile_function(ROW_LOOP.replace("EXTENDED", ""), "rows", {}, generated_filename(__name__, "rows"))
+rows_extended = compile_function(
+    ROW_LOOP.replace("EXTENDED", '\n               f"{rtts[srtt_us]}{min_rtts[rtt_min_us]}{retransmit_counts[retransmits]}"'
+                                 '\n               f"{closers[closed_by]}{resets[reset]}{states[oldstate]}"'),
+    "rows", {}, generated_filename(__name__, "rows_extended"))
 close_ns = abi.event_getter("close_ns")
 
 
@@ -62,8 +76,24 @@ class TableWriter:
         self.ipv4, self.ipv6 = address_caches(lambda text: address % text)
         self.ports = port_cache(lambda number: port % number)
         self.kilobytes = Formatted(lambda count: kilobytes % count)
+        if style.extended:
+            ms = EXTENDED_MS[self.kind][1]
         self.milliseconds = Formatted(lambda us: ms % (us / 1000))  # the classic float(us) / 1000
+        self.extended = self._extended_columns() if style.extended else (None,) * 6
         self.first_close_us: int | None = None
+
+    def _extended_columns(self) -> tuple[Formatted, ...]:
+        """-x: caches of the extra columns' text, each by the event field it shows."""
+        (rtt, min_rtt, retransmits, closer, reset, state), missing = EXTENDED_COLUMNS[self.kind]
+
+        def column(format: str, text: Callable[[int], str], zero_missing: bool = True) -> Formatted:
+            """format % text(value), or % the missing text for 0 (zero_missing: no RTT sample, nobody)."""
+            return Formatted(lambda value: format % (missing if zero_missing and not value else text(value)))
+
+        def ms_text(us: int) -> str:
+            return "%.3f" % (us / 1000)
+        return (column(rtt, ms_text), column(min_rtt, ms_text), column(retransmits, str, zero_missing=False),
+                column(closer, closer_name), column(reset, reset_name), column(state, tcp_state_name, zero_missing=False))
 
     def write_header(self) -> None:
         s = self.style
@@ -73,8 +103,11 @@ class TableWriter:
         if s.timestamp:
             prefix += "TIME(s)," if s.csv else "%-9s " % "TIME(s)"
         ip = "" if self.kind == "default" else "IP"
-        name, comm, *rest = HEADER
-        self.stream.write(prefix + HEADER_FORMATS[self.kind] % (name, comm, ip, *rest) + "\n")
+        name, comm, *rest, ms = HEADER
+        if s.extended:
+            columns, _ = EXTENDED_COLUMNS[self.kind]
+            ms = EXTENDED_MS[self.kind][0] % ms + "".join(c % h for c, h in zip(columns, EXTENDED_HEADER))
+        self.stream.write(prefix + HEADER_FORMATS[self.kind] % (name, comm, ip, *rest, ms) + "\n")
         self.stream.flush()
 
     def write(self, events: Sequence[tuple]) -> None:
@@ -82,7 +115,8 @@ class TableWriter:
         if not events:
             return
         v4, v6 = (self.ip4, self.ipv4), (self.ip6, self.ipv6)  # per family: IP column, address cache
-        lines = rows(events, self.processes, v4, v6, self.ports, self.kilobytes, self.milliseconds)
+        make_rows = rows_extended if self.style.extended else rows
+        lines = make_rows(events, self.processes, v4, v6, self.ports, self.kilobytes, self.milliseconds, self.extended)
         if self.style.wall_time or self.style.timestamp:
             clock = time.strftime("%H:%M:%S")  # one reading per batch
             lines = [self._prefix(close_ns(event), clock) + line for event, line in zip(events, lines)]

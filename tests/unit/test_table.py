@@ -146,3 +146,33 @@ def test_rows_equal_the_classic_formats_for_random_events(monkeypatch):
         assert out.getvalue().split("\n")[:-1] == expected
         assert all(len(cache) <= 50 for cache in (writer.processes, writer.ipv4, writer.ipv6,
                                                    writer.kilobytes, writer.milliseconds))
+
+
+# -x: the session's wire facts after MS, which is then padded so that they line up.
+EXTENDED_HEADER = "MS          RTT_MS MINRTT_MS RETRANS CLOSED_BY RESET    OLDSTATE"
+
+
+def test_extended_columns_follow_ms_in_every_style():
+    fields = dict(srtt_us=1234, rtt_min_us=456, retransmits=7, closed_by=abi.CLOSED_BY_PEER, oldstate=9)
+    lines = render(TableStyle(extended=True), event(**fields))
+    classic = render(TableStyle(), event(**fields))
+    assert lines[0] == classic[0][:-2] + EXTENDED_HEADER
+    assert lines[1] == classic[1][:-5] + "91.79        1.234     0.456       7 peer      -        LAST_ACK"
+    wide = render(TableStyle(extended=True, wide=True), event(**fields))
+    assert wide[0].endswith(" RX_KB " + EXTENDED_HEADER)
+    assert wide[1].endswith("      1 91.79        1.234     0.456       7 peer      -        LAST_ACK")
+    csv = render(TableStyle(extended=True, csv=True, wall_time=True, timestamp=True), event(**fields))
+    assert csv[0] == "TIME,TIME(s),PID,COMM,IP,LADDR,LPORT,RADDR,RPORT,TX_KB,RX_KB,MS,RTT_MS,MINRTT_MS,RETRANS,CLOSED_BY,RESET,OLDSTATE"
+    assert csv[1].endswith(",80,0,1,91.79,1.234,0.456,7,peer,,LAST_ACK")
+
+
+def test_extended_columns_show_what_a_session_lacks_as_a_dash():
+    """A failed connect: no RTT sample, nobody closed; a reset; a long duration keeps its width."""
+    lines = render(TableStyle(extended=True), event(srtt_us=0, rtt_min_us=0, closed_by=0, reset=abi.RESET_RECEIVED,
+                                                    oldstate=2, span_us=123_456_789, retransmits=123456),
+                   event(closed_by=abi.CLOSED_BY_LOCAL, reset=abi.RESET_SENT, oldstate=1))
+    assert lines[1].endswith("     1 123456.79        -         -  123456 -         received SYN_SENT")
+    assert lines[2].endswith("     1 91.79        1.234     0.456       0 local     sent     ESTABLISHED")
+    assert lines[2].index("ESTABLISHED") == lines[0].index("OLDSTATE")  # lined up while MS fits its width
+    csv = render(TableStyle(extended=True, csv=True), event(srtt_us=0, rtt_min_us=0, closed_by=0, oldstate=2))
+    assert csv[1].endswith(",91.79,,,0,,,SYN_SENT")
