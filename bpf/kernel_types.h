@@ -117,6 +117,8 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	struct task_struct *group_leader;
+	__u64 start_boottime;
 };
 
 struct trace_entry {

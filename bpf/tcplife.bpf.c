@@ -45,6 +45,8 @@ struct sock_info {
 	__u8 owner;     /* enum owner */
 	__u8 reset;     /* enum reset: the first one seen by the reset tracepoints */
 	char comm[TASK_COMM_LEN];
+	__u64 cgroup_id;  /* the owner's, taken with pid and comm */
+	__u64 start_ns;   /* the owner's start (boot-time ns), against pid reuse */
 };
 
 struct {
@@ -85,9 +87,15 @@ static __always_inline void count(__u32 index)
 
 static __always_inline void take_current_task(struct sock_info *info, __u8 owner)
 {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
 	info->pid = bpf_get_current_pid_tgid() >> 32;
 	info->owner = owner;
 	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	/* What only the live process can tell: user space resolves the rest (identity.py), even
+	 * once the process is gone. */
+	info->cgroup_id = bpf_get_current_cgroup_id();
+	info->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
 static __always_inline bool port_allowed(const volatile __u16 *ports, __u16 port)
@@ -275,6 +283,8 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 	e->oldstate = oldstate;
 	e->owner = info->owner;
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+	e->cgroup_id = info->cgroup_id;
+	e->start_ns = info->start_ns;
 	/* Fewer wakeups, fewer context switches: the reader polls on a timer. */
 	if (!config.wakeup_bytes)
 		flags = 0;  /* the kernel's default: wake a reader that has caught up */

@@ -68,6 +68,8 @@ struct event {
 	__u8 closed_by;     /* enum closer */
 	__u8 reset;         /* enum reset */
 	__u16 reserved;     /* zero: pads the event to 8 bytes */
+	__u64 cgroup_id;    /* the owner's cgroup v2 id, taken with pid and comm (0: unknown) */
+	__u64 start_ns;     /* the owner's start, boot-time ns: tells it from a later process of the same pid */
 };
 
 /* Settings written into .rodata before load. Zero means "off" for filters. */

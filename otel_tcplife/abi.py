@@ -48,6 +48,8 @@ EVENT_FIELDS = (
     ("closed_by", "B"),
     ("reset", "B"),
     ("reserved", "2x"),  # padding: no value in the tuples
+    ("cgroup_id", "Q"),
+    ("start_ns", "Q"),
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 # The probe hands events over as plain tuples (EVENT.unpack): these names say what each position holds.

@@ -71,7 +71,8 @@ class Pipeline:
             from .identity import ProcessResources
 
             self.identity = ProcessResources(agent, names)
-        self._owner = abi.event_getter("pid", "comm")
+        # The owner as the kernel saw it: identity.ProcessResources resolves it once per process.
+        self._owner = abi.event_getter("pid", "comm", "start_ns", "cgroup_id")
         if config.format == "ndjson":
             from .output.ndjson import NdjsonEncoder, resource_tail
 

@@ -31,6 +31,9 @@ class Session(NamedTuple):
     retransmits: int = 0  # segments retransmitted
     closed_by: int = abi.CLOSED_BY_NONE  # abi.CLOSED_BY_*: who closed first
     reset: int = abi.RESET_NONE  # abi.RESET_*: the session's first reset
+    # The owner as only the live process could tell (0: unknown): see identity.py
+    cgroup_id: int = 0  # its cgroup v2 id
+    start_ns: int = 0  # its start, boot-time ns
 
     @property
     def duration_ns(self) -> int:
@@ -66,11 +69,12 @@ class Decoder:
         ipv4, ipv6, comms = self._ipv4, self._ipv6, self._comms
         sessions = []
         for (pid, comm, family, saddr, sport, daddr, dport, tx_bytes, rx_bytes, birth_ns, close_ns, role, error,
-             oldstate, owner, srtt_us, rtt_min_us, retransmits, closed_by, reset) in map(_SESSION_ORDER, events):
+             oldstate, owner, srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id,
+             start_ns) in map(_SESSION_ORDER, events):
             addresses = ipv4 if family == 4 else ipv6
             sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
                                     tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner,
-                                    srtt_us, rtt_min_us, retransmits, closed_by, reset))
+                                    srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id, start_ns))
         return sessions
 
 

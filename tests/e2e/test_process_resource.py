@@ -8,13 +8,16 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+
+from otel_tcplife.identity import cgroup2_mount
 
 from .test_stdout_formats import flat
 
-# A client that lingers after its connection, so that the agent finds it alive.
-CLIENT = ("import socket, sys, time\n"
+# A client that lives on after its connection until its stdin closes, so that the agent finds it alive.
+CLIENT = ("import socket, sys\n"
           "s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.sendall(b'x' * 100); s.close()\n"
-          "time.sleep(1)\n")
+          "sys.stdin.read()\n")
 SERVER_ENV = {"OTEL_SERVICE_NAME": "inventory",
               "OTEL_RESOURCE_ATTRIBUTES": "service.namespace=shop,service.version=2.0,host.name=not-this-host"}
 CLIENT_ENV = {"OTEL_RESOURCE_ATTRIBUTES": "service.name=checkout,deployment.environment.name=prod"}
@@ -38,16 +41,25 @@ def json_attributes(message: dict) -> dict:
 
 def test_every_output_carries_the_resource_of_the_process_that_owns_the_session(
         traffic, start_agent, receiver):
-    server, port = traffic.server(name="tl-server", count=2, recv=100, linger_ms=1000, env=SERVER_ENV)
+    server, port = traffic.server(name="tl-server", count=2, recv=100, linger_ms=3000, env=SERVER_ENV)
     common = ("--poll-interval", "0.05")  # unfiltered: both ends' sessions (ours told by port below)
     ndjson = start_agent("--format", "ndjson", *common, "--otlp-endpoint", receiver.endpoint,
                          "--flush-interval", "0.2", env=AGENT_ENV)
     logs_json = start_agent("--format", "otlp-json", *common, env=AGENT_ENV)
-    clients = [subprocess.Popen([sys.executable, "-c", CLIENT, str(port)], env={**os.environ, **CLIENT_ENV})
-               for _ in range(2)]
-    for client in clients:
-        assert client.wait(timeout=30) == 0
-    server.events()
+    clients = [subprocess.Popen([sys.executable, "-c", CLIENT, str(port)], stdin=subprocess.PIPE,
+                                env={**os.environ, **CLIENT_ENV}) for _ in range(2)]
+    try:
+        server.events()
+        check_every_output(ndjson, logs_json, receiver, port, server, clients)
+    finally:
+        for client in clients:
+            client.stdin.close()
+            client.wait(timeout=30)
+    for agent in (ndjson, logs_json):
+        assert agent.stop()[0] == 0
+
+
+def check_every_output(ndjson, logs_json, receiver, port, server, clients) -> None:
     owners = {server.pid: expected(server.pid, {"service.name": "inventory", "service.namespace": "shop",
                                                 "service.version": "2.0"}),
               **{c.pid: expected(c.pid, {"service.name": "checkout", "deployment.environment.name": "prod"})
@@ -93,8 +105,6 @@ def test_every_output_carries_the_resource_of_the_process_that_owns_the_session(
         assert attributes["process.pid"] == pid
         assert {key: attributes.get(key) for key in owners[pid]} == owners[pid]
         assert scope.name == "otel_tcplife"
-    for agent in (ndjson, logs_json):
-        assert agent.stop()[0] == 0
 
 
 def test_resource_agent_keeps_the_agents_own_resource(traffic, start_agent, receiver):
@@ -109,3 +119,38 @@ def test_resource_agent_keeps_the_agents_own_resource(traffic, start_agent, rece
     assert (attributes["service.name"], attributes["k8s.node.name"]) == ("the-agent", "node-7")
     assert "process.pid" not in attributes
     assert agent.stop()[0] == 0
+
+
+def test_a_process_gone_right_after_its_connection_still_gets_its_container(traffic, start_agent, receiver):
+    """The kernel takes the owner's cgroup id while it lives: a client in a cgroup named as
+    containerd under kubelet names it, that exits at once, still gets container.id and k8s.pod.uid,
+    and nothing read from another process."""
+    root = cgroup2_mount()
+    pod, container = str(uuid.uuid4()), uuid.uuid4().hex * 2
+    path = os.path.join(root, f"tl-kubepods-{pod[:8]}.slice", f"kubepods-besteffort-pod{pod.replace('-', '_')}.slice",
+                        f"cri-containerd-{container}.scope")
+    os.makedirs(path)
+    try:
+        server, port = traffic.server(name="tl-server", count=1, recv=100)
+        agent = start_agent("--format", "none", "-D", str(port), "--otlp-endpoint", receiver.endpoint,
+                            "--flush-interval", "0.2", "--poll-interval", "0.5")
+        # The client moves itself into the cgroup, connects and exits: long gone when the agent reads it.
+        script = (f"open({os.path.join(path, 'cgroup.procs')!r}, 'w').write(str(__import__('os').getpid()))\n"
+                  + CLIENT.replace("sys.stdin.read()", "pass"))
+        client = subprocess.run([sys.executable, "-c", script, str(port)], env={**os.environ, **CLIENT_ENV},
+                                timeout=30)
+        assert client.returncode == 0
+        server.events()
+        assert receiver.wait_for(lambda r: len(r.log_records()) == 1)
+        assert agent.stop()[0] == 0
+    finally:
+        os.rmdir(path)
+        os.rmdir(os.path.dirname(path))
+        os.rmdir(os.path.dirname(os.path.dirname(path)))
+    ((resource, _, record),) = receiver.log_records_with_resource()
+    attributes = flat(resource.attributes)
+    assert (attributes["container.id"], attributes["k8s.pod.uid"]) == (container, pod)
+    # Gone before it was looked up: its pid and comm from the kernel, no service of its own.
+    assert attributes["process.pid"] == flat(record.attributes)["process.pid"]
+    assert attributes["service.name"] == f"unknown_service:{attributes['process.executable.name']}"
+    assert "deployment.environment.name" not in attributes

@@ -13,7 +13,7 @@ from ..support import sample_session
 def event(family: int, saddr: bytes, daddr: bytes, comm: bytes = b"curl") -> tuple:
     return abi.EVENT.unpack(abi.EVENT.pack(
         1_000, 3_000, 10, 20, saddr, daddr, 42, 0, 40000, 80, family, abi.ROLE_CLIENT, 1, 0, comm,
-        250, 120, 3, abi.CLOSED_BY_PEER, abi.RESET_RECEIVED))
+        250, 120, 3, abi.CLOSED_BY_PEER, abi.RESET_RECEIVED, 7, 123_000_000))
 
 
 def test_the_same_raw_bytes_decode_by_family():
@@ -34,7 +34,8 @@ def test_every_field_lands_in_place():
     assert session == Session(pid=42, comm="nginx", family=4, laddr="10.0.0.1", lport=40000, raddr="10.0.0.2",
                               rport=80, tx_bytes=10, rx_bytes=20, birth_ns=1_000, close_ns=3_000,
                               role=abi.ROLE_CLIENT, error=0, oldstate=1, owner=0, srtt_us=250, rtt_min_us=120,
-                              retransmits=3, closed_by=abi.CLOSED_BY_PEER, reset=abi.RESET_RECEIVED)
+                              retransmits=3, closed_by=abi.CLOSED_BY_PEER, reset=abi.RESET_RECEIVED,
+                              cgroup_id=7, start_ns=123_000_000)
 
 
 def test_as_events_is_the_inverse_of_decode():
