@@ -138,19 +138,25 @@ class ProcessResources:
         """A batch's events grouped by the Resource of their owner, in order of first appearance.
         owners: per event, (pid, raw comm[, start_ns, cgroup_id]) as the event holds them; each
         distinct one is resolved once, and cached."""
-        by_owner = self._by_owner
-        groups: dict[int, tuple[Resource, list[tuple]]] = {}  # by id(): Resources are shared objects
-        for event, owner in zip(events, owners):
-            resource = by_owner.get(owner)
-            if resource is None:
-                if len(by_owner) >= CACHE_LIMIT:
-                    by_owner.clear()
-                resource = by_owner[owner] = self.resource(owner[0], comm_text(owner[1]), *owner[2:])
-            group = groups.get(id(resource))
+        by_owner: dict[tuple, list[tuple]] = {}
+        for event, owner in zip(events, owners):  # the per-event work: one lookup, one append
+            group = by_owner.get(owner)
             if group is None:
-                groups[id(resource)] = (resource, [event])
+                by_owner[owner] = [event]
             else:
-                group[1].append(event)
+                group.append(event)
+        groups: dict[int, tuple[Resource, list[tuple]]] = {}  # by id(): Resources are shared objects
+        resources = self._by_owner
+        for owner, owned in by_owner.items():
+            resource = resources.get(owner)
+            if resource is None:
+                if len(resources) >= CACHE_LIMIT:
+                    resources.clear()
+                resource = resources[owner] = self.resource(owner[0], comm_text(owner[1]), *owner[2:])
+            if id(resource) in groups:
+                groups[id(resource)][1].extend(owned)  # an owner seen again under another key
+            else:
+                groups[id(resource)] = (resource, owned)
         return list(groups.values())
 
     def resource(self, pid: int, comm: str, start_ns: int = 0, cgroup_id: int = 0) -> Resource:
