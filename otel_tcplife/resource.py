@@ -99,14 +99,19 @@ def build_resource(env: Mapping[str, str] = os.environ) -> Resource:
 
 
 def agent_attributes(env: Mapping[str, str] = os.environ) -> dict[str, object]:
-    """The agent's own Resource, as attributes (build_resource's, without the SDK's Resource class)."""
-    from opentelemetry.sdk.version import __version__ as sdk_version
+    """The agent's own Resource, as attributes (build_resource's, without the SDK's Resource class).
+    The SDK's version from its package metadata: NDJSON and journald need no OpenTelemetry import."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        sdk_version = version("opentelemetry-sdk")
+    except PackageNotFoundError:  # a package built without it: say nothing rather than something false
+        sdk_version = None
     attributes = {
         # What the SDK's Resource.create adds; its resource detectors are not run.
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": sdk_version,
+        **({"telemetry.sdk.version": sdk_version} if sdk_version else {}),
         "service.name": "otel-tcplife",
         "service.version": __version__,
         "service.instance.id": str(uuid.uuid4()),
