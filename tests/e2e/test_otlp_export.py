@@ -40,7 +40,8 @@ def test_every_field_of_logs_and_spans_against_ground_truth(traffic, start_agent
     # The server outlives the agent's next read, so its /proc/PID/exe is there to see.
     server, port = traffic.server(name="tl-server", count=3, recv=100000, send=200000, close="server",
                                   linger_ms=1000)
-    agent = start_exporting(start_agent, receiver.endpoint, port, env=env)
+    # The agent's own Resource (its OTEL variables): tests/e2e/test_process_resource.py has the process's.
+    agent = start_exporting(start_agent, receiver.endpoint, port, "--resource", "agent", env=env)
     before = time.time_ns()
     client = traffic.client(name="tl-client", port=port, count=3, send=100000, recv=200000, close="server")
     closed = [e for e in client.events() if e["event"] == "closed"]
@@ -66,7 +67,11 @@ def test_every_field_of_logs_and_spans_against_ground_truth(traffic, start_agent
             "thread.name": "tl-server", "tcplife.role": "server",
             "tcplife.bytes_sent": 200000, "tcplife.bytes_received": 100000,
             "tcplife.duration_ms": a["tcplife.duration_ms"],
+            # What happened on the wire: exact values are tests/kernel/test_wire_facts.py's.
+            "tcplife.rtt_ms": a["tcplife.rtt_ms"], "tcplife.rtt_min_ms": a["tcplife.rtt_min_ms"],
+            "tcplife.retransmits": 0, "tcplife.closed_by": "local", "tcplife.close_state": a["tcplife.close_state"],
         }
+        assert 0 < a["tcplife.rtt_min_ms"] <= a["tcplife.rtt_ms"] < 1000
         assert a["network.peer.port"] in client_ports
         assert log.event_name == "tcplife.session" and log.severity_number == 9
         assert log.body.string_value.startswith(f"tl-server 127.0.0.1:{a['network.peer.port']} -> 127.0.0.1:{port} "
