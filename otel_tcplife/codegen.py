@@ -21,7 +21,7 @@ import linecache
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import orjson
 
@@ -290,39 +290,58 @@ class JsonValues(Values):
         cache = self.cache("process_text", make, what=item)
         return self.define(item, "process", f"{cache}[pid, comm]")
 
-    def cached_text(self, attribute: Attribute, field: str, function: Callable, only_if: str | None,
-                    separator: str, attribute_text: Callable[[str, Type, str], str]) -> str:
-        """An expression of the attribute's text with the separator before it, from a cache by the number
-        field its value is function(field) of: "" where only_if (that field, if given) is 0."""
-        key, type, value_text = attribute.key, attribute.type, json_text(attribute.type)
+    def cached_text(self, cached: CachedAttribute, attribute_text: Callable[[str, Type, str], str]) -> str:
+        """An expression of the attribute's text, from a cache by its field. A one-byte field's cache is
+        a plain dict of all 256 values ("" where only_if is 0): a lookup in a dict subclass (Formatted)
+        costs about half as much again. Another field's, with only_if, is a local: "" where it is 0,
+        tested first (most such fields are 0 in most records)."""
+        field = session.event_field(cached.field)
+        one_byte = abi.EVENT_CODES[field] == "B"
 
         def make(names):
-            def text(raw: int) -> str:
-                if only_if is not None and not raw:
-                    return ""
-                return separator + attribute_text(key, type, value_text(type.python(function(raw))))
-            return Formatted(text)
+            if one_byte:
+                return {raw: cached.text(raw, attribute_text) for raw in range(256)}
+            return Formatted(lambda raw: cached.text(raw, attribute_text))
 
-        cache = self.cache(identifier(f"{key}_attribute_text"), make, what=("attribute", key, separator))
-        return f"{cache}[{session.event_field(field)}]"
+        name = identifier(cached.attribute.key)
+        what = ("attribute", cached.attribute.key, cached.separator)
+        cache = self.cache(f"{name}_text", make, what)
+        if one_byte or cached.only_if is None:
+            return f"{cache}[{field}]"
+        return self.define(what, f"{name}_attribute", f'{cache}[{field}] if {field} else ""')
 
 
-def text_source(attribute: Attribute, source, only_if: str | None) -> tuple[str, Callable] | None:
-    """(the number field, the value's function of it) when a cache by that field can hold the attribute's
-    text: for a Lookup (few values), or a double Computed from one field (a double's repr costs several
-    lookups); its only_if, if any, that same field. None for other sources."""
-    if isinstance(source, Lookup):
-        field, function = source.field, source.function
-    elif isinstance(source, Computed) and attribute.type is DOUBLE:
-        function, fields = contract._function(source.expression)
-        if len(fields) != 1:
+class CachedAttribute(NamedTuple):
+    """An attribute whose whole text (with the separator before it) a cache by one number field holds."""
+
+    attribute: Attribute
+    field: str  # the Session field
+    function: Callable[[int], object]  # the value, of the field's
+    only_if: str | None  # None or that field
+    separator: str
+
+    @classmethod
+    def of(cls, attribute: Attribute, source, only_if: str | None, separator: str) -> CachedAttribute | None:
+        """For a Lookup (few values), or a double Computed from one field (a double's repr costs several
+        lookups), whose only_if, if any, is that field; else None."""
+        if isinstance(source, Lookup):
+            field, function = source.field, source.function
+        elif isinstance(source, Computed) and attribute.type is DOUBLE:
+            function, fields = contract._function(source.expression)
+            if len(fields) != 1:
+                return None
+            field = fields[0]
+        else:
             return None
-        field = fields[0]
-    else:
-        return None
-    if only_if not in (None, field) or field in session.ADDRESS_FIELDS or field == session.COMM_FIELD:
-        return None
-    return field, function
+        if only_if not in (None, field) or field in session.ADDRESS_FIELDS or field == session.COMM_FIELD:
+            return None
+        return cls(attribute, field, function, only_if, separator)
+
+    def text(self, raw: int, attribute_text: Callable[[str, Type, str], str]) -> str:
+        if self.only_if is not None and not raw:
+            return ""
+        key, type = self.attribute.key, self.attribute.type
+        return self.separator + attribute_text(key, type, json_text(type)(type.python(self.function(raw))))
 
 
 def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Callable[[str, Type, str], str],
@@ -330,8 +349,8 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
     """A record's attributes as f-string template parts, one per item, for a JSON output that writes
     an attribute as attribute_text(key, type, its value's text) and puts separator before every
     attribute (leading) or between them. An attribute only some records have is a local of the loop:
-    its text with the separator, or "". An attribute made from one number field (text_source) comes
-    whole from a cache by that field."""
+    its text with the separator, or "". An attribute made from one number field (CachedAttribute.of)
+    comes whole from a cache by that field."""
     parts = []
     for item in items:
         first = not parts and not leading
@@ -346,9 +365,9 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
             continue
         if item.only_if is not None and first:
             raise ValueError(f"{attribute.key}: a record's first attribute must be in every record")
-        cacheable = text_source(attribute, source, item.only_if)
-        if cacheable:
-            parts.append("{" + values.cached_text(attribute, *cacheable, item.only_if, sep, attribute_text) + "}")
+        cached = CachedAttribute.of(attribute, source, item.only_if, sep)
+        if cached:
+            parts.append("{" + values.cached_text(cached, attribute_text) + "}")
             continue
         field = "{%s!r}" if attribute.type is DOUBLE else "{%s}"
         template = sep + literal(attribute_text(attribute.key, attribute.type, PLACEHOLDER))

@@ -64,7 +64,8 @@ class Field:
 
 @dataclass(frozen=True)
 class Lookup:
-    """function(a number field): text from a number with few values, made once per value in the fast paths."""
+    """function(a number field): text from a number with few values, made once per value in the fast paths
+    (for a one-byte field, for all its 256 values at once: the function takes any value of the field)."""
 
     field: str
     function: Callable[[int], str]
@@ -155,7 +156,8 @@ class Attribute:
 
 
 def network_type(family: int) -> str:
-    return {4: "ipv4", 6: "ipv6"}[family]
+    """ipv4, ipv6 (the number for any other: the probe reports no other)."""
+    return {4: "ipv4", 6: "ipv6"}.get(family, str(family))
 
 
 def errno_name(error: int) -> str:
@@ -211,10 +213,10 @@ SESSION_ATTRIBUTES: tuple[Attribute, ...] = (
     # (network.connection.state is the current state, which at close is always "close").
     Attribute("tcplife.retransmits", INT, Field("retransmits")),  # segments retransmitted
     Attribute("tcplife.close_state", STRING, Lookup("oldstate", tcp_state_name)),  # the state before CLOSE
-    Attribute("tcplife.rtt_ms", DOUBLE, Computed("rtt_ms", "srtt_us / 1e3"), only_if="srtt_us"),  # smoothed
-    Attribute("tcplife.rtt_min_ms", DOUBLE, Computed("rtt_min_ms", "rtt_min_us / 1e3"), only_if="rtt_min_us"),
     Attribute("tcplife.closed_by", STRING, Lookup("closed_by", closer_name), only_if="closed_by"),
     Attribute("tcplife.reset", STRING, Lookup("reset", reset_name), only_if="reset"),
+    Attribute("tcplife.rtt_ms", DOUBLE, Computed("rtt_ms", "srtt_us / 1e3"), only_if="srtt_us"),  # smoothed
+    Attribute("tcplife.rtt_min_ms", DOUBLE, Computed("rtt_min_ms", "rtt_min_us / 1e3"), only_if="rtt_min_us"),
     Attribute("error.type", STRING, ERROR_NAME, only_if="error"),  # failed connects and resets
 )
 

@@ -58,10 +58,10 @@ def rows(events, processes, v4, v6, ports, kilobytes, milliseconds, extended):
     return lines
 """.replace("EVENT_FIELDS", abi.EVENT_TARGET)
 rows = compile_function(ROW_LOOP.replace("EXTENDED", ""), "rows", {}, generated_filename(__name__, "rows"))
-rows_extended = compile_function(
-    ROW_LOOP.replace("EXTENDED", '\n               f"{rtts[srtt_us]}{min_rtts[rtt_min_us]}{retransmit_counts[retransmits]}"'
-                                 '\n               f"{closers[closed_by]}{resets[reset]}{states[oldstate]}"'),
-    "rows", {}, generated_filename(__name__, "rows_extended"))
+EXTENDED_PARTS = ('\n               f"{rtts[srtt_us]}{min_rtts[rtt_min_us]}{retransmit_counts[retransmits]}"'
+                  '\n               f"{closers[closed_by]}{resets[reset]}{states[oldstate]}"')
+rows_extended = compile_function(ROW_LOOP.replace("EXTENDED", EXTENDED_PARTS), "rows", {},
+                                 generated_filename(__name__, "rows_extended"))
 close_ns = abi.event_getter("close_ns")
 
 
@@ -93,7 +93,8 @@ class TableWriter:
         def ms_text(us: int) -> str:
             return "%.3f" % (us / 1000)
         return (column(rtt, ms_text), column(min_rtt, ms_text), column(retransmits, str, zero_missing=False),
-                column(closer, closer_name), column(reset, reset_name), column(state, tcp_state_name, zero_missing=False))
+                column(closer, closer_name), column(reset, reset_name),
+                column(state, tcp_state_name, zero_missing=False))
 
     def write_header(self) -> None:
         s = self.style

@@ -163,7 +163,8 @@ def test_extended_columns_follow_ms_in_every_style():
     assert wide[0].endswith(" RX_KB " + EXTENDED_HEADER)
     assert wide[1].endswith("      1 91.79        1.234     0.456       7 peer      -        LAST_ACK")
     csv = render(TableStyle(extended=True, csv=True, wall_time=True, timestamp=True), event(**fields))
-    assert csv[0] == "TIME,TIME(s),PID,COMM,IP,LADDR,LPORT,RADDR,RPORT,TX_KB,RX_KB,MS,RTT_MS,MINRTT_MS,RETRANS,CLOSED_BY,RESET,OLDSTATE"
+    assert csv[0] == ("TIME,TIME(s),PID,COMM,IP,LADDR,LPORT,RADDR,RPORT,TX_KB,RX_KB,"
+                      "MS,RTT_MS,MINRTT_MS,RETRANS,CLOSED_BY,RESET,OLDSTATE")
     assert csv[1].endswith(",80,0,1,91.79,1.234,0.456,7,peer,,LAST_ACK")
 
 
