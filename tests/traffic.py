@@ -9,7 +9,9 @@ Each connection: the client sends its --send bytes, the server reads them (its
 --recv) and sends its own --send bytes, which the client reads (its --recv), then the side named by --close closes
 first (`client`, `server`) or aborts with a reset (`rst-client`, `rst-server`,
 after all its data was acknowledged). The process names itself (PR_SET_NAME) so
-the kernel comm identifies each side. Every line printed is JSON.
+the kernel comm identifies each side. Every line printed is JSON. With --tcp-info 1, each side
+reads the kernel's TCP_INFO just before it closes and prints it: the client in its "closed"
+event, the server in a "served" event per connection.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import termios
 import time
 
 SIOCOUTQ = termios.TIOCOUTQ  # bytes not yet acknowledged by the peer
+# struct tcp_info (include/uapi/linux/tcp.h): byte offsets of the u32 fields we report
+TCP_INFO_FIELDS = {"tcpi_rtt": 68, "tcpi_total_retrans": 100, "tcpi_min_rtt": 148}
 
 
 def set_name(name: str) -> None:
@@ -65,13 +69,22 @@ def wait_until_acked(sock: socket.socket, timeout: float = 5.0) -> None:
     raise RuntimeError("data not acknowledged in time")
 
 
-def finish(sock: socket.socket, me: str, closer: str) -> None:
-    """Close as the --close mode says, `me` being "client" or "server"."""
+def tcp_info(sock: socket.socket) -> dict[str, int]:
+    """The kernel's RTT (us), minimum RTT (us) and retransmitted segments of the socket."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return {name: struct.unpack_from("<I", raw, offset)[0] for name, offset in TCP_INFO_FIELDS.items()}
+
+
+def finish(sock: socket.socket, me: str, closer: str, info: dict | None = None) -> None:
+    """Close as the --close mode says, `me` being "client" or "server"; info (when given) gets the
+    socket's tcp_info() read just before it closes."""
     if closer == f"rst-{me}":
         wait_until_acked(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif closer != me:
         wait_for_eof(sock)  # the other side closes first (FIN) or resets
+    if info is not None:
+        info.update(tcp_info(sock))
     sock.close()
 
 
@@ -93,7 +106,10 @@ def server(args: argparse.Namespace) -> None:
                 conn.sendall(b"s" * args.send)
             if args.hold_ms:
                 time.sleep(args.hold_ms / 1000)
-            finish(conn, "server", args.close)
+            info = {} if args.tcp_info else None
+            finish(conn, "server", args.close, info)
+            if info is not None:
+                emit(event="served", rport=peer[1], **info)
         except (ConnectionError, RuntimeError) as exc:
             emit(event="error", error=str(exc))
             conn.close()
@@ -125,8 +141,9 @@ def client(args: argparse.Namespace) -> None:
         recv_exactly(sock, args.recv)
         if args.hold_ms:
             time.sleep(args.hold_ms / 1000)
-        finish(sock, "client", args.close)
-        emit(event="closed", lport=lport, start_ns=start, end_ns=time.monotonic_ns())
+        info = {} if args.tcp_info else None
+        finish(sock, "client", args.close, info)
+        emit(event="closed", lport=lport, start_ns=start, end_ns=time.monotonic_ns(), **(info or {}))
     emit(event="done")
 
 
@@ -146,6 +163,8 @@ def main() -> None:
     parser.add_argument("--hold-ms", type=int, default=0, help="pause before closing")
     parser.add_argument("--linger-ms", type=int, default=0, help="server: pause before exiting")
     parser.add_argument("--syn-timeout-ms", type=int, default=0, help="give up connecting after this")
+    parser.add_argument("--tcp-info", type=int, choices=(0, 1), default=0,
+                        help="1: print TCP_INFO read just before each close")
     args = parser.parse_args()
     set_name(args.name)
     server(args) if args.role == "server" else client(args)
