@@ -209,14 +209,16 @@ SESSION_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("tcplife.bytes_sent", INT, Field("tx_bytes")),  # payload bytes acked by the peer
     Attribute("tcplife.bytes_received", INT, Field("rx_bytes")),  # payload bytes received
     Attribute("tcplife.duration_ms", DOUBLE, DURATION_MS),
-    # What happened on the wire, as the kernel knew it at close. No semantic convention has these
+    # What happened on the wire, as the kernel knew it at close (-x / --extended: writing them in
+    # every record costs more than the outputs' CPU budget). No semantic convention has these
     # (network.connection.state is the current state, which at close is always "close").
-    Attribute("tcplife.retransmits", INT, Field("retransmits")),  # segments retransmitted
-    Attribute("tcplife.close_state", STRING, Lookup("oldstate", tcp_state_name)),  # the state before CLOSE
-    Attribute("tcplife.closed_by", STRING, Lookup("closed_by", closer_name), only_if="closed_by"),
-    Attribute("tcplife.reset", STRING, Lookup("reset", reset_name), only_if="reset"),
-    Attribute("tcplife.rtt_ms", DOUBLE, Computed("rtt_ms", "srtt_us / 1e3"), only_if="srtt_us"),  # smoothed
-    Attribute("tcplife.rtt_min_ms", DOUBLE, Computed("rtt_min_ms", "rtt_min_us / 1e3"), only_if="rtt_min_us"),
+    Attribute("tcplife.retransmits", INT, Field("retransmits"), extended=True),
+    Attribute("tcplife.close_state", STRING, Lookup("oldstate", tcp_state_name), extended=True),
+    Attribute("tcplife.closed_by", STRING, Lookup("closed_by", closer_name), only_if="closed_by", extended=True),
+    Attribute("tcplife.reset", STRING, Lookup("reset", reset_name), only_if="reset", extended=True),
+    Attribute("tcplife.rtt_ms", DOUBLE, Computed("rtt_ms", "srtt_us / 1e3"), only_if="srtt_us", extended=True),
+    Attribute("tcplife.rtt_min_ms", DOUBLE, Computed("rtt_min_ms", "rtt_min_us / 1e3"), only_if="rtt_min_us",
+              extended=True),
     Attribute("error.type", STRING, ERROR_NAME, only_if="error"),  # failed connects and resets
 )
 

@@ -25,7 +25,7 @@ from typing import BinaryIO, TextIO
 
 import orjson
 
-from . import abi, log
+from . import abi, contract, log
 from .caches import Formatted
 from .clock import WallClock
 from .config import Config
@@ -62,6 +62,8 @@ class Pipeline:
         # One clock and one set of ids per session, whichever outputs share them.
         self.clock = WallClock()
         names = ProcessNames()
+        # The record's attributes: with -x, the wire facts too (contract.py).
+        attributes = contract.attributes(extended=config.table.extended)
         from .resource import agent_attributes
 
         agent = agent_attributes()
@@ -76,7 +78,7 @@ class Pipeline:
         if config.format == "ndjson":
             from .output.ndjson import NdjsonEncoder, resource_tail
 
-            self.ndjson = NdjsonEncoder(names)
+            self.ndjson = NdjsonEncoder(names, attributes)
             self._ndjson_tails = Formatted(resource_tail)
         if config.format == "ndjson" and not config.otlp:
             return
@@ -91,7 +93,7 @@ class Pipeline:
             fields, left_out = resource_fields(agent)
             for key in left_out:
                 log.warn(f"resource attribute {key!r} has no journald field name of its own: not in journal entries")
-            self.journald = JournaldEncoder(fields, names)
+            self.journald = JournaldEncoder(fields, names, attributes)
             self._journald_fields = Formatted(lambda resource: resource_fields(dict(resource))[0])
             self.stats.journald_dropped = lambda: self.journal.dropped
         if config.format in ("otlp-json", "otlp-json-traces"):
@@ -99,7 +101,7 @@ class Pipeline:
             from .resource import resource_json, scope_json
 
             signal = "logs" if config.format == "otlp-json" else "traces"
-            self.otlp_json = OtlpJsonEncoder(resource_json(agent), scope_json(), signal, names)
+            self.otlp_json = OtlpJsonEncoder(resource_json(agent), scope_json(), signal, names, attributes)
             self._otlp_json_resources = Formatted(lambda resource: orjson.dumps(resource_json(resource)).decode())
         if config.otlp:
             from .delivery import QueuedExporter, RetryPolicy
@@ -108,7 +110,7 @@ class Pipeline:
             from .output.otlp_wire import WireEncoder, resource_field
             from .resource import resource_proto, scope_proto
 
-            self.frames = SessionFrames(names)
+            self.frames = SessionFrames(names, attributes)
             protos = WireEncoder(resource_proto(agent), scope_proto())
             self._resource_fields = Formatted(lambda resource: resource_field(resource_proto(resource)))
             d = config.delivery

@@ -41,7 +41,7 @@ def test_every_field_of_logs_and_spans_against_ground_truth(traffic, start_agent
     server, port = traffic.server(name="tl-server", count=3, recv=100000, send=200000, close="server",
                                   linger_ms=1000)
     # The agent's own Resource (its OTEL variables): tests/e2e/test_process_resource.py has the process's.
-    agent = start_exporting(start_agent, receiver.endpoint, port, "--resource", "agent", env=env)
+    agent = start_exporting(start_agent, receiver.endpoint, port, "--resource", "agent", "-x", env=env)
     before = time.time_ns()
     client = traffic.client(name="tl-client", port=port, count=3, send=100000, recv=200000, close="server")
     closed = [e for e in client.events() if e["event"] == "closed"]

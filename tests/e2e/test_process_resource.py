@@ -42,7 +42,7 @@ def json_attributes(message: dict) -> dict:
 def test_every_output_carries_the_resource_of_the_process_that_owns_the_session(
         traffic, start_agent, receiver):
     server, port = traffic.server(name="tl-server", count=2, recv=100, linger_ms=3000, env=SERVER_ENV)
-    common = ("--poll-interval", "0.05")  # unfiltered: both ends' sessions (ours told by port below)
+    common = ("--poll-interval", "0.05", "--resource", "process")  # unfiltered: both ends' sessions (ours told by port below)
     ndjson = start_agent("--format", "ndjson", *common, "--otlp-endpoint", receiver.endpoint,
                          "--flush-interval", "0.2", env=AGENT_ENV)
     logs_json = start_agent("--format", "otlp-json", *common, env=AGENT_ENV)
@@ -132,7 +132,8 @@ def test_a_process_gone_right_after_its_connection_still_gets_its_container(traf
     os.makedirs(path)
     try:
         server, port = traffic.server(name="tl-server", count=1, recv=100)
-        agent = start_agent("--format", "none", "-D", str(port), "--otlp-endpoint", receiver.endpoint,
+        agent = start_agent("--format", "none", "-D", str(port), "--resource", "process", "--otlp-endpoint",
+                            receiver.endpoint,
                             "--flush-interval", "0.2", "--poll-interval", "0.5")
         # The client moves itself into the cgroup, connects and exits: long gone when the agent reads it.
         script = (f"open({os.path.join(path, 'cgroup.procs')!r}, 'w').write(str(__import__('os').getpid()))\n"

@@ -11,7 +11,8 @@ from .test_stdout_formats import ATTRIBUTE_KEYS, collect, flat
 def test_records_relayed_through_rotel_arrive_intact(traffic, start_agent, receiver):
     with RotelRelay(receiver.port) as relay:
         server, port = traffic.server(name="tl-server", count=5, recv=300, send=70000)
-        agent = start_agent("--format", "ndjson", "-L", str(port), "--otlp-endpoint", relay.endpoint,
+        agent = start_agent("--format", "ndjson", "-L", str(port), "--resource", "process",
+                            "--otlp-endpoint", relay.endpoint,
                             "--flush-interval", "0.2")
         traffic.client(name="tl-client", port=port, count=5, send=300, recv=70000).events()
         server.events()

@@ -205,7 +205,7 @@ def agent_lines(agent, want: int, accept, timeout: float = 15) -> list[str]:
 
 
 def test_the_agents_ndjson_carries_the_wire_facts(traffic, link, start_agent):
-    agent = start_agent("--format", "ndjson")
+    agent = start_agent("--format", "ndjson", "-x")
     with shaped(link):
         closed, served, port = transfer(traffic, link, send=3 * MB)
     reset_closed, reset_served, reset_port = transfer(traffic, link, send=100, recv=100, close="rst-server")

@@ -12,7 +12,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.resources import Resource
 
-from otel_tcplife import abi
+from otel_tcplife import abi, contract
 from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.output.ndjson import CHUNK_LINES, NdjsonEncoder, Rfc3339
 from otel_tcplife.output.otlp_json import CHUNK_RECORDS, OtlpJsonEncoder
@@ -53,8 +53,16 @@ def build_all(*sessions, resource=None):
     return records, [json.loads(line) for line in lines], otlp_json
 
 
-def build(*sessions):
-    return RecordBuilder(clock=FixedClock(), names=ProcessNames(proc="/nonexistent")).build(list(sessions))
+def build(*sessions, extended: bool = True):
+    """Records of the sessions; extended: with the wire facts, as -x writes them."""
+    return RecordBuilder(clock=FixedClock(), names=ProcessNames(proc="/nonexistent"),
+                         attributes=contract.attributes(extended=extended)).build(list(sessions))
+
+
+def test_the_wire_facts_are_only_in_extended_records():
+    attributes = dict(build(session(srtt_us=12_345, retransmits=2), extended=False)[0].attributes)
+    assert not [key for key in attributes if key.startswith("tcplife.") and key not in (
+        "tcplife.role", "tcplife.bytes_sent", "tcplife.bytes_received", "tcplife.duration_ms")]
 
 
 def test_client_record_follows_the_contract():
