@@ -14,6 +14,7 @@ from . import __version__, interpreter, log
 from .abi import MAX_PORTS
 from .config import (
     ATTACH_MODES,
+    BACKENDS,
     DEFAULT_RING_BUFFER_BYTES,
     FORMATS,
     RESOURCE_MODES,
@@ -32,7 +33,7 @@ from .log import PROG
 from .otlp_config import SIGNALS, OtlpFlags
 from .otlp_config import resolve as resolve_otlp
 from .pipeline import Pipeline
-from .probe import CoreProbe
+from .probe import CoreProbe, open_probe
 from .probe.core import check_ring_buffer_bytes
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
 from .resource import check_resource_env
@@ -161,6 +162,10 @@ def build_parser() -> ArgumentParser:
                              "full; 0: woken by every event, as the classic tool (default %(default)s)")
     parser.add_argument("--attach", choices=ATTACH_MODES, default="auto",
                         help="how to attach to sock:inet_sock_set_state (default %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="the probe: core (the precompiled CO-RE object, needs kernel BTF) or bcc (the same "
+                             "probe compiled at start by bcc, for kernels without BTF); auto: core where the "
+                             "kernel has BTF, else bcc (default %(default)s)")
     out = parser.add_argument_group("output and export")
     out.add_argument("--format", choices=FORMATS, default="table",
                      help="stdout: the classic table, NDJSON (one object per session), OTLP/JSON "
@@ -230,6 +235,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         ring_buffer_bytes=args.ring_buffer_size,
         poll_interval=args.poll_interval,
         attach=args.attach,
+        backend=args.backend,
         verbose=args.verbose,
     )
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp,
@@ -308,7 +314,7 @@ def run(config: Config) -> int:
     stopper = Stopper()
     pipeline = Pipeline(config, sys.stdout)
     try:
-        with CoreProbe(config.probe) as probe:
+        with open_probe(config.probe) as probe:
             for message in probe.warnings:
                 log.warn(message)
             for message in dict.fromkeys(w for s in config.otlp.values() for w in s.warnings):

@@ -15,6 +15,9 @@ FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "journald", "none
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
 ATTACH_MODES = ("auto", "tp_btf", "tracepoint")
+# Which probe runs: the CO-RE object (needs kernel BTF) or the same probe compiled by bcc at start;
+# "auto": CO-RE where the kernel has BTF, else bcc (see probe.backend).
+BACKENDS = ("auto", "core", "bcc")
 # ~80k events: about 1.3 s of a 2-core machine's maximum rate (~60k sessions/s), so that the
 # reader, sharing the CPUs with the workload, can fall behind for a moment without losing any.
 DEFAULT_RING_BUFFER_BYTES = 8 * 1024 * 1024
@@ -33,6 +36,8 @@ class ProbeSettings:
     attach: str = "auto"  # one of ATTACH_MODES
     verbose: bool = False
     ring_reader: str = "auto"  # auto, mmap or libbpf; auto: mmap on x86-64, else libbpf (see probe.ring)
+    backend: str = "auto"  # one of BACKENDS
+    bcc_buffer: str = "auto"  # bcc: auto (the ring buffer on 5.8+, else the perf buffer), ring or perf
 
 
 @dataclass(frozen=True)
