@@ -15,6 +15,7 @@ from ..errors import ProbeError
 from . import preflight
 
 KHEADERS = "/sys/kernel/kheaders.tar.xz"
+MODULES_DIR = "/lib/modules"  # read at each call: tests point it elsewhere
 BCC_PACKAGE = "python3-bpfcc"
 ARCH_DIRS = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
 
@@ -48,6 +49,12 @@ def _has_kconfig(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, "include", "linux", "kconfig.h"))
 
 
+def _tree(build: str) -> KernelHeaders | None:
+    if _has_kconfig(build):
+        return KernelHeaders(os.path.realpath(build), (), os.path.basename(os.path.realpath(build)))
+    return _split_tree(build)
+
+
 def _split_tree(build: str) -> KernelHeaders | None:
     """A build directory whose sources are elsewhere (Debian: linux-headers-R-amd64 holds the
     generated headers, linux-headers-R-common the rest; /lib/modules/R/{build,source})."""
@@ -71,18 +78,18 @@ def find_kernel_headers(any_kernel: bool) -> KernelHeaders | None:
     """The running kernel's headers; with any_kernel (offsets come from BTF, the headers only
     serve bcc's own includes), any installed kernel's."""
     release = os.uname().release
-    own = f"/lib/modules/{release}"
-    if _has_kconfig(f"{own}/build") or _has_kconfig(f"{own}/source") or os.path.exists(KHEADERS):
+    own = _tree(f"{MODULES_DIR}/{release}/build") or _tree(f"{MODULES_DIR}/{release}/source")
+    if own:
+        return KernelHeaders(own.source, own.cflags, release)
+    if os.path.exists(KHEADERS):  # CONFIG_IKHEADERS: bcc unpacks them itself
         return KernelHeaders(None, (), release)
     if not any_kernel:
         return None
-    for build in sorted(glob.glob("/lib/modules/*/build")) + sorted(glob.glob("/usr/src/kernels/*")) \
+    for build in sorted(glob.glob(f"{MODULES_DIR}/*/build")) + sorted(glob.glob("/usr/src/kernels/*")) \
             + sorted(glob.glob("/usr/src/linux-headers-*")):
-        if _has_kconfig(build):
-            return KernelHeaders(os.path.realpath(build), (), os.path.basename(os.path.realpath(build)))
-        split = _split_tree(build)
-        if split:
-            return split
+        found = _tree(build)
+        if found:
+            return found
     return None
 
 
@@ -93,7 +100,7 @@ def bcc_missing(btf: bool) -> list[str]:
         missing.append(f"bcc's Python module (Debian: {BCC_PACKAGE})")
     if find_kernel_headers(any_kernel=btf) is None:
         release = os.uname().release
-        missing.append(f"kernel headers for {release} (/lib/modules/{release}/build; Debian: linux-headers-{release})"
+        missing.append(f"kernel headers for {release} ({MODULES_DIR}/{release}/build; Debian: linux-headers-{release})"
                        if not btf else "kernel headers (Debian: linux-headers-amd64)")
     return missing
 

@@ -93,13 +93,11 @@ def compile_program(text: str, headers: backend.KernelHeaders, verbose: bool, wh
         raise ProbeError(f"the bcc backend needs bcc's Python module (Debian: {backend.BCC_PACKAGE}): {exc}") from None
     with kernel_source(headers), captured_output(verbose) as out:
         try:
-            return BPF(text=text, cflags=list(headers.cflags))
-        except Exception:  # bcc raises a bare Exception
-            failed = True
-        else:  # pragma: no cover
-            failed = False
-    if failed:
-        raise BccCompileError(f"bcc could not compile {what}: {first_error(out.text)}", out.text)
+            return BPF(text=text.encode(), cflags=list(headers.cflags))
+        except Exception as exc:  # bcc raises a bare Exception
+            error = exc
+    message = first_error(out.text) if out.text.strip() else str(error)
+    raise BccCompileError(f"bcc could not compile {what}: {message}", out.text)
 
 
 class BccCompileError(ProbeError):
@@ -210,7 +208,7 @@ class PerfReader:
             pages *= 2
         # wakeup_events > 1: fewer wakeups; the reader drains every buffer on its timer anyway.
         wakeup = 1 if settings.poll_interval == 0 else 64
-        bpf[map_name].open_perf_buffer(self._sample, page_cnt=max(pages, 8), lost_cb=self._lost,
+        bpf[map_name.encode()].open_perf_buffer(self._sample, page_cnt=max(pages, 8), lost_cb=self._lost,
                                        wakeup_events=wakeup)
 
     def _sample(self, _cpu: int, data: int, size: int) -> None:
@@ -240,7 +238,7 @@ class BccLibbpfRingReader:
     def __init__(self, bpf, map_name: str) -> None:
         self._bpf = bpf
         self._events: list[tuple] = []
-        bpf[map_name].open_ring_buffer(self._sample)
+        bpf[map_name.encode()].open_ring_buffer(self._sample)
 
     def _sample(self, _ctx, data, size) -> int:
         self._events.append(abi.EVENT.unpack(ctypes.string_at(data, abi.EVENT.size)))
@@ -332,7 +330,7 @@ class BccProbe:
         self.attach_mode = "tracepoint"
         self.timings["attach"] = time.monotonic() - started - self.timings["generate"] - self.timings["compile"]
 
-        table = self._bpf[generated.event_map]
+        table = self._bpf[generated.event_map.encode()]
         if not ring:
             self._reader = PerfReader(self._bpf, generated.event_map, s)
         else:
@@ -345,7 +343,7 @@ class BccProbe:
                 except OSError as exc:
                     raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
         self._stack.callback(self._reader.close)
-        self._counters = self._bpf["counters"]
+        self._counters = self._bpf[b"counters"]
 
     def read(self, timeout: float | None = None) -> list[tuple]:
         return self._reader.read(self.settings.poll_interval or 0.1 if timeout is None else timeout)

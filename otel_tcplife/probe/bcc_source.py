@@ -407,7 +407,11 @@ def config_initializer(name: str, config: bytes) -> str:
 def generate(layouts: Layouts, config: bytes, *, ring_buffer: bool = True, ring_bytes: int = 8 << 20,
              directory: str | None = None) -> Generated:
     directory = directory or source_dir()
-    read = lambda name: open(os.path.join(directory, name)).read()  # noqa: E731
+
+    def read(name: str) -> str:
+        with open(os.path.join(directory, name)) as f:
+            return f.read()
+
     kernel = parse_kernel_types(read("kernel_types.h"))
     header = strip_comments(read("tcplife.h"))
     text = strip_comments(read("tcplife.bpf.c"))

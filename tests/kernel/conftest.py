@@ -7,10 +7,26 @@ import time
 
 import pytest
 
-from otel_tcplife.probe import CoreProbe, ProbeSettings
+from otel_tcplife.probe import ProbeSettings, open_probe
 from otel_tcplife.session import Decoder, Session
 
-from ..support import require_bpf
+from ..support import IN_CI, require_bpf
+
+
+def bcc_unavailable_reason() -> str | None:
+    """Why the bcc backend cannot run here (make setup installs python3-bpfcc and kernel headers)."""
+    from otel_tcplife.probe import backend
+
+    missing = backend.bcc_missing(btf=backend.kernel_btf_present())
+    return f"the bcc backend needs {' and '.join(missing)} (make setup installs them)" if missing else None
+
+
+def require_bcc() -> None:
+    reason = bcc_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"bcc tests must run in CI: {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +38,7 @@ class Collector:
     """A running probe whose sessions a background thread collects."""
 
     def __init__(self, settings: ProbeSettings) -> None:
-        self.probe = CoreProbe(settings).start()
+        self.probe = open_probe(settings).start()
         self.sessions: list[Session] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -60,10 +76,16 @@ class Collector:
         self.probe.close()
 
 
-@pytest.fixture(scope="session", params=["tp_btf", "tracepoint"])
+@pytest.fixture(scope="session", params=["tp_btf", "tracepoint", "bcc"])
 def collector(request):
+    """The CO-RE probe in each attach mode, and the bcc backend (compiled once per test session)."""
     require_bpf()
-    c = Collector(ProbeSettings(attach=request.param))
-    assert c.probe.attach_mode == request.param
+    if request.param == "bcc":
+        require_bcc()
+        c = Collector(ProbeSettings(backend="bcc"))
+        assert (c.probe.backend, c.probe.attach_mode) == ("bcc", "tracepoint")
+    else:
+        c = Collector(ProbeSettings(attach=request.param))
+        assert c.probe.attach_mode == request.param
     yield c
     c.close()
