@@ -10,7 +10,13 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BPF_OBJECT := otel_tcplife/bpf/tcplife.bpf.o
-APT_PACKAGES := python3 python3-venv clang llvm libbpf-dev libbpf1 bpftool iproute2
+# The bcc backend (--backend bcc, for kernels without BTF): bcc's Python module (Debian's only, not
+# on PyPI) and kernel headers, which bcc needs to compile at all (offsets come from BTF when the
+# kernel has it, so headers of another kernel do). The venv imports bcc through a .pth file naming
+# a directory that holds only a link to Debian's bcc package: the rest of Debian's stays out.
+BCC_PACKAGES := python3-bpfcc linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+BCC_PYTHON_PACKAGE := /usr/lib/python3/dist-packages/bcc
+APT_PACKAGES := python3 python3-venv clang llvm libbpf-dev libbpf1 bpftool iproute2 $(BCC_PACKAGES)
 ARGS ?=
 
 # `make install`: the product, without the checkout. A venv at $(PREFIX) holding the wheel
@@ -37,6 +43,9 @@ $(VENV)/.installed: pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench]'
+	mkdir -p $(VENV)/bcc-site
+	ln -sfn $(BCC_PYTHON_PACKAGE) $(VENV)/bcc-site/bcc
+	echo "$(abspath $(VENV))/bcc-site" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/bcc-site.pth"
 	touch $@
 
 $(BPF_OBJECT): bpf/tcplife.bpf.c bpf/tcplife.h bpf/kernel_types.h bpf/build.py
