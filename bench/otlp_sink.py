@@ -22,9 +22,10 @@ Why not parse: the generated classes plus a look at each record's attributes cos
 record, as much CPU as the agent spends on the session, taken from the storm on a 2-CPU machine.
 Every request gets an empty (full success) response. cpu_s: this process's user+sys.
 
---track-ids (exact duplicates): keeps every record's trace id (16 random bytes, one per session,
-shared by its log record and its span) in a set per signal, and adds to the JSON line
-logs_dup / spans_dup (records whose trace id had arrived before: a request delivered twice),
+--track-ids (exact duplicates): keeps every record's trace id and span id (one pair per session,
+shared by its log record and its span: the two ends of a connection share the trace id, not the
+span id) in a set per signal, and adds to the JSON line
+logs_dup / spans_dup (records whose ids had arrived before: a request delivered twice),
 logs_unique / spans_unique (= logs - logs_dup, ...), and with --port-filter logs_port_dup /
 spans_port_dup and logs_port_unique / spans_port_unique. Here the requests are also parsed, for the
 trace ids, and each record is checked on its own (logs_port / spans_port: records with PORT in
@@ -117,12 +118,12 @@ def records(request: bytes) -> list[tuple[int, int]]:
 
 
 def trace_ids(signal_name: str, request: bytes) -> list[bytes]:
-    """Every record's trace id, in order (parsed by the generated classes: in C, and exact)."""
+    """Every record's trace id and span id, in order (parsed by the generated classes: in C, and exact)."""
     if signal_name == "logs":
         logs = ExportLogsServiceRequest.FromString(request)
-        return [r.trace_id for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+        return [r.trace_id + r.span_id for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
     traces = ExportTraceServiceRequest.FromString(request)
-    return [r.trace_id for rs in traces.resource_spans for ss in rs.scope_spans for r in ss.spans]
+    return [r.trace_id + r.span_id for rs in traces.resource_spans for ss in rs.scope_spans for r in ss.spans]
 
 
 def port_patterns(port: int) -> tuple[bytes, bytes]:

@@ -89,6 +89,7 @@ struct minmax {
 
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
+	__u32 rcv_nxt;
 	__u32 snd_una;
 	__u32 write_seq;
 	__u64 bytes_received;

@@ -234,6 +234,71 @@ static __always_inline __u8 closed_by(__u32 states, __u8 reset)
 	return reset == RESET_SENT ? CLOSED_BY_LOCAL : reset == RESET_RECEIVED ? CLOSED_BY_PEER : CLOSED_BY_NONE;
 }
 
+/*
+ * SipHash-2-4 of one 8-byte message under a 128-bit key (Aumasson and Bernstein's reference,
+ * for a message of exactly one block). trace_ids.py holds the same function and keys: both
+ * must give the same ids.
+ */
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                      \
+	do {                                                                          \
+		v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);         \
+		v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                             \
+		v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                             \
+		v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);         \
+	} while (0)
+
+static __always_inline __u64 siphash_u64(__u64 k0, __u64 k1, __u64 m)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+	__u64 last = 8ULL << 56;  /* the final block: the message's length, no bytes left */
+
+	v3 ^= m; SIPROUND; SIPROUND; v0 ^= m;
+	v3 ^= last; SIPROUND; SIPROUND; v0 ^= last;
+	v2 ^= 0xff; SIPROUND; SIPROUND; SIPROUND; SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The keys: fixed, public and the same on every host (they separate the four uses, not secrets). */
+#define IDS_KEY 0x6f74656c2d746370ULL  /* "otel-tcp" */
+enum { KEY_TRACE_HIGH = 1, KEY_TRACE_LOW = 2, KEY_CLIENT_SPAN = 3, KEY_SERVER_SPAN = 4 };
+
+/*
+ * The ISNs, from fields every supported kernel has. The local ISN is snd_una less the sequence
+ * space acked (bytes_acked counts our SYN after an active open; a passive open starts at
+ * snd_una = ISN + 1); the peer's is rcv_nxt less bytes_received (its FIN included) and its SYN.
+ * Only after a handshake this socket saw: then both are known.
+ */
+static __always_inline void fill_span_ids(struct tcp_sock *tp, __u32 states, __u8 role, struct event *e,
+					  bool direct)
+{
+	__u32 local_isn, peer_isn;
+	__u64 pair, span;
+
+	if (config.random_trace_ids || role == ROLE_UNKNOWN || !(states & STATE(TCP_ESTABLISHED))) {
+		e->span_ids.trace_id[0] = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+		e->span_ids.trace_id[1] = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+		e->span_ids.span_id = (((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32()) ?: 1;
+		e->span_ids.parent_span_id = 0;
+		return;
+	}
+	local_isn = FIELD(direct, tp, snd_una) - (__u32)FIELD(direct, tp, bytes_acked) - (role == ROLE_SERVER);
+	peer_isn = FIELD(direct, tp, rcv_nxt) - (__u32)FIELD(direct, tp, bytes_received) - 1;
+	/* The message: the client's ISN, then the server's (little-endian u32 each). */
+	pair = role == ROLE_CLIENT ? ((__u64)peer_isn << 32 | local_isn) : ((__u64)local_isn << 32 | peer_isn);
+	e->span_ids.trace_id[0] = siphash_u64(IDS_KEY, KEY_TRACE_HIGH, pair);
+	e->span_ids.trace_id[1] = siphash_u64(IDS_KEY, KEY_TRACE_LOW, pair);
+	span = siphash_u64(IDS_KEY, KEY_CLIENT_SPAN, pair) ?: 1;
+	if (role == ROLE_CLIENT) {
+		e->span_ids.span_id = span;
+		e->span_ids.parent_span_id = 0;
+	} else {
+		e->span_ids.span_id = siphash_u64(IDS_KEY, KEY_SERVER_SPAN, pair) ?: 1;
+		e->span_ids.parent_span_id = span;
+	}
+}
+
 static __always_inline void report_close(struct sock *sk, __u64 key, struct sock_info *info,
 					 int oldstate, bool direct)
 {
@@ -282,6 +347,7 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 		  (info->states & STATE(TCP_SYN_RECV)) ? ROLE_SERVER : ROLE_UNKNOWN;
 	e->oldstate = oldstate;
 	e->owner = info->owner;
+	fill_span_ids(tp, states, e->role, e, direct);
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
 	e->cgroup_id = info->cgroup_id;
 	e->start_ns = info->start_ns;

@@ -45,6 +45,18 @@ enum counter {
 	NR_COUNTERS = 2,
 };
 
+/*
+ * The session's span: its trace id, span id and parent span id, each u64 stored as its
+ * little-endian bytes, which are the id's bytes on the wire. Derived from the connection's ISN
+ * pair when both are known, so both ends' agents give the same trace (see trace_ids.py);
+ * random otherwise.
+ */
+struct span_ids {
+	__u64 trace_id[2];
+	__u64 span_id;
+	__u64 parent_span_id;  /* a server span's with derived ids: the client span's id; else 0 */
+};
+
 /* One closed TCP session. */
 struct event {
 	__u64 birth_ns;   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the first state */
@@ -70,6 +82,7 @@ struct event {
 	__u16 reserved;     /* zero: pads the event to 8 bytes */
 	__u64 cgroup_id;    /* the owner's cgroup v2 id, taken with pid and comm (0: unknown) */
 	__u64 start_ns;     /* the owner's start, boot-time ns: tells it from a later process of the same pid */
+	struct span_ids span_ids;
 };
 
 /* Settings written into .rodata before load. Zero means "off" for filters. */
@@ -81,6 +94,7 @@ struct probe_config {
 	/* Wake the reader only once this many bytes wait in the ring buffer (0: on
 	 * every event); the reader also polls on a timer, so latency stays bounded. */
 	__u32 wakeup_bytes;
+	__u32 random_trace_ids;      /* 1: random ids for every session, never derived from the ISNs */
 };
 
 #endif /* __TCPLIFE_H */

@@ -22,6 +22,7 @@ ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
 CLOSED_BY_NONE, CLOSED_BY_LOCAL, CLOSED_BY_PEER = 0, 1, 2
 # enum reset
 RESET_NONE, RESET_SENT, RESET_RECEIVED = 0, 1, 2
+NO_PARENT = bytes(8)  # struct span_ids' parent_span_id of a root span
 # enum counter
 COUNTER_LOST, COUNTER_UNTRACKED, NR_COUNTERS = 0, 1, 2
 
@@ -50,6 +51,7 @@ EVENT_FIELDS = (
     ("reserved", "2x"),  # padding: no value in the tuples
     ("cgroup_id", "Q"),
     ("start_ns", "Q"),
+    ("span_ids", "32s"),  # struct span_ids: trace id (16), span id (8), parent span id (8, zeros: none)
 )
 EVENT = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 # The probe hands events over as plain tuples (EVENT.unpack): these names say what each position holds.
@@ -77,6 +79,7 @@ PROBE_CONFIG_FIELDS = (
     ("sports", f"{MAX_PORTS}H"),
     ("dports", f"{MAX_PORTS}H"),
     ("wakeup_bytes", "I"),
+    ("random_trace_ids", "I"),
 )
 PROBE_CONFIG = struct.Struct("<" + "".join(code for _, code in PROBE_CONFIG_FIELDS))
 
@@ -93,12 +96,12 @@ def field_offsets(fields: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, i
 
 
 def pack_config(pid: int, family: int, sports: tuple[int, ...], dports: tuple[int, ...],
-                wakeup_bytes: int = 0) -> bytes:
+                wakeup_bytes: int = 0, random_trace_ids: bool = False) -> bytes:
     """The bytes of struct probe_config; zero means "off", port lists zero-terminated."""
     if len(sports) > MAX_PORTS or len(dports) > MAX_PORTS:
         raise ValueError(f"at most {MAX_PORTS} ports per list")
     pad = lambda ports: tuple(ports) + (0,) * (MAX_PORTS - len(ports))  # noqa: E731
-    return PROBE_CONFIG.pack(pid, family, *pad(sports), *pad(dports), wakeup_bytes)
+    return PROBE_CONFIG.pack(pid, family, *pad(sports), *pad(dports), wakeup_bytes, random_trace_ids)
 
 
 # How an event's bytes read as text.

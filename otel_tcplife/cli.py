@@ -18,6 +18,7 @@ from .config import (
     DEFAULT_RING_BUFFER_BYTES,
     FORMATS,
     RESOURCE_MODES,
+    TRACE_ID_MODES,
     SPOOL_FSYNC,
     SPOOL_FULL_POLICIES,
     SPOOL_MIN_BYTES,
@@ -175,6 +176,11 @@ def build_parser() -> ArgumentParser:
                      help="the Resource of each record: the traced process's (its OTEL_SERVICE_NAME and "
                           "OTEL_RESOURCE_ATTRIBUTES, container.id, k8s.pod.uid), or the agent's own "
                           "(default %(default)s)")
+    out.add_argument("--trace-ids", choices=TRACE_ID_MODES, default="derived",
+                     help="span ids: derived from the connection's initial sequence numbers, so the client's "
+                          "and the server's agents put both ends in one trace (the server span a child of the "
+                          "client's); random ones where the handshake was not seen; or always random "
+                          "(default %(default)s)")
     out.add_argument("--otlp-endpoint", metavar="URL",
                      help="export over OTLP/gRPC (http:// plain text, https:// TLS); "
                           "default from OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT")
@@ -237,6 +243,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         attach=args.attach,
         backend=args.backend,
         verbose=args.verbose,
+        random_trace_ids=args.trace_ids == "random",
     )
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp,
                        extended=args.extended)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 STATS_CHECK_SECONDS = 1.0  # how often kernel-side loss counters are read
 # Whose Resource records carry: the traced process's (identity.py), or the agent's own.
 RESOURCE_MODES = ("process", "agent")
+TRACE_ID_MODES = ("derived", "random")  # --trace-ids
 FORMATS = ("table", "ndjson", "otlp-json", "otlp-json-traces", "journald", "none")
 # How sock:inet_sock_set_state is attached: tp_btf (direct access to the
 # socket) or the classic tracepoint; "auto" tries tp_btf first.
@@ -38,6 +39,7 @@ class ProbeSettings:
     ring_reader: str = "auto"  # auto, mmap or libbpf; auto: mmap on x86-64, else libbpf (see probe.ring)
     backend: str = "auto"  # one of BACKENDS
     bcc_buffer: str = "auto"  # bcc: auto (the ring buffer on 5.8+, else the perf buffer), ring or perf
+    random_trace_ids: bool = False  # --trace-ids random: never derive span ids from the ISNs (trace_ids.py)
 
 
 @dataclass(frozen=True)

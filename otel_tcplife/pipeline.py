@@ -160,33 +160,33 @@ class Pipeline:
             guard.write(lambda: self.table.write(events), len(events))
         if self.ndjson is None and self.otlp_json is None and self.journald is None and self.frames is None:
             return
-        # One trace id, span id, clock offset and observed time per session, whichever outputs share them.
+        # One clock offset and observed time per batch, whichever outputs share them (the span ids
+        # come with each event).
         offset = self.clock.offset()
         observed = time.time_ns()
         if self.identity is None:
-            groups = [(None, events, os.urandom(24 * len(events)))]
+            groups = [(None, events)]
         else:  # the records of each process together, as OTLP groups them under their Resource
-            groups = [(resource, group, os.urandom(24 * len(group)))
-                      for resource, group in self.identity.group(events, list(map(self._owner, events)))]
+            groups = self.identity.group(events, list(map(self._owner, events)))
         if self.ndjson:
             tails = self._ndjson_tails
-            for resource, group, ids in groups:
+            for resource, group in groups:
                 tail = tails[resource] if resource else ""
-                guard.write(lambda: self._write(self.ndjson.encode(group, ids, offset, tail)), len(group))
+                guard.write(lambda: self._write(self.ndjson.encode(group, offset, tail)), len(group))
         if self.otlp_json:
             resources = self._otlp_json_resources
-            parts = [(resources[r] if r else self.otlp_json.resource, group, ids) for r, group, ids in groups]
+            parts = [(resources[r] if r else self.otlp_json.resource, group) for r, group in groups]
             guard.write(lambda: self._write(self.otlp_json.encode_groups(parts, offset, observed)), len(events))
         if self.journald:
             fields = self._journald_fields
-            for resource, group, ids in groups:
-                for entries in self.journald.encode(group, ids, fields[resource] if resource else None):
+            for resource, group in groups:
+                for entries in self.journald.encode(group, fields[resource] if resource else None):
                     self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             resource_fields = self._resource_fields
-            for resource, group, ids in groups:
-                log_records, spans = self.frames.encode(group, ids, offset, observed,
+            for resource, group in groups:
+                log_records, spans = self.frames.encode(group, offset, observed,
                                                         logs=logs is not None, spans=traces is not None)
                 if resource:  # each record with its Resource: WireEncoder.grouped_requests
                     field = resource_fields[resource]

@@ -9,7 +9,6 @@ records.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import NamedTuple, Sequence
 
@@ -17,13 +16,14 @@ from . import abi, contract
 from .clock import WallClock
 from .contract import KIND_SERVER, SPANS, errno_name
 from .enrich import ProcessNames
-from .session import Session
+from .session import Session, random_span_ids
 
 
 class SessionRecord(NamedTuple):
     session: Session
-    trace_id: bytes  # 16 random bytes: every session is a root span
-    span_id: bytes  # 8 random bytes
+    trace_id: bytes  # 16 bytes: derived from the connection's ISNs (trace_ids.py), or random
+    span_id: bytes  # 8 bytes
+    parent_span_id: bytes  # 8 bytes: a server span's with derived ids (the client span's); b"": a root span
     start_ns: int  # birth, Unix ns
     end_ns: int  # close, Unix ns
     observed_ns: int  # when the agent read it, Unix ns
@@ -92,20 +92,20 @@ class RecordBuilder:
                 pairs.append((attribute.key, attribute.type.python(source.value_of(s, self.names))))
         return tuple(pairs)
 
-    def build(self, sessions: Sequence[Session], ids: bytes | None = None,
-              offset: int | None = None, observed: int | None = None) -> list[SessionRecord]:
-        """Records for sessions; ids (24 random bytes per session: trace id, span id),
-        the clock offset and the observed time may be given, so other outputs can share them."""
+    def build(self, sessions: Sequence[Session], offset: int | None = None,
+              observed: int | None = None) -> list[SessionRecord]:
+        """Records for sessions, with their span ids (random ones for a session without); the clock
+        offset and the observed time may be given, so other outputs can share them."""
         offset = self.clock.offset() if offset is None else offset
         observed = time.time_ns() if observed is None else observed
-        ids = os.urandom(24 * len(sessions)) if ids is None else ids
         records = []
-        for i, s in enumerate(sessions):
+        for s in sessions:
             name, kind = SPANS.get(s.role) or SPANS[abi.ROLE_UNKNOWN]
             error_type = errno_name(s.error) if s.error else ""
-            j = 24 * i
+            ids = s.span_ids or random_span_ids()
+            parent = ids[24:32] if s.role == abi.ROLE_SERVER and ids[24:32] != abi.NO_PARENT else b""
             records.append(SessionRecord(
-                s, ids[j:j + 16], ids[j + 16:j + 24], s.birth_ns + offset, s.close_ns + offset, observed,
+                s, ids[:16], ids[16:24], parent, s.birth_ns + offset, s.close_ns + offset, observed,
                 name, kind, error_type, self.attributes_of(s),
             ))
         return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, NamedTuple
 
 from . import abi
@@ -34,6 +35,9 @@ class Session(NamedTuple):
     # The owner as only the live process could tell (0: unknown): see identity.py
     cgroup_id: int = 0  # its cgroup v2 id
     start_ns: int = 0  # its start, boot-time ns
+    # struct span_ids: trace id (16), span id (8), parent span id (8, abi.NO_PARENT: none);
+    # b"": none given (as_events and RecordBuilder make random ones)
+    span_ids: bytes = b""
 
     @property
     def duration_ns(self) -> int:
@@ -70,12 +74,18 @@ class Decoder:
         sessions = []
         for (pid, comm, family, saddr, sport, daddr, dport, tx_bytes, rx_bytes, birth_ns, close_ns, role, error,
              oldstate, owner, srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id,
-             start_ns) in map(_SESSION_ORDER, events):
+             start_ns, span_ids) in map(_SESSION_ORDER, events):
             addresses = ipv4 if family == 4 else ipv6
             sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
                                     tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner,
-                                    srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id, start_ns))
+                                    srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id, start_ns,
+                                    span_ids))
         return sessions
+
+
+def random_span_ids() -> bytes:
+    """A root span's struct span_ids with random ids, as the probe makes them when it cannot derive them."""
+    return os.urandom(24) + abi.NO_PARENT
 
 
 def as_events(sessions: Iterable[Session]) -> list[tuple]:
@@ -85,6 +95,6 @@ def as_events(sessions: Iterable[Session]) -> list[tuple]:
     for s in sessions:
         fields = {event_field(name): value for name, value in s._asdict().items()}
         fields.update(saddr=address_bytes(s.family, s.laddr), daddr=address_bytes(s.family, s.raddr),
-                      comm=s.comm.encode())
+                      comm=s.comm.encode(), span_ids=s.span_ids or random_span_ids())
         events.append(abi.EVENT.unpack(abi.pack_event(**fields)))
     return events

@@ -10,6 +10,7 @@ An entry's fields, in this order:
                         stderr lines, which under systemd carry the same SYSLOG_IDENTIFIER, and lets a
                         forwarder give the event name back to an OTLP log record.
     TRACE_ID, SPAN_ID   hex, the same ids as the other outputs give the session
+    PARENT_SPAN_ID      hex, a server span's parent: the client span (ids derived from the ISNs)
     then every attribute of the record contract (contract.SESSION_ATTRIBUTES) the record has, in the
     table's order, named by Attribute.journald_field (NETWORK_PEER_ADDRESS, TCPLIFE_BYTES_SENT,
     PROCESS_PID, ...), and last the Resource's attributes named the same way (SERVICE_NAME, HOST_NAME).
@@ -153,7 +154,7 @@ def entry_parts(items: tuple[Item, ...], values: JournaldValues) -> list[str]:
 def resource_fields(attributes: Mapping[str, object]) -> tuple[str, list[str]]:
     """The Resource's attributes as fields (their text), and the keys left out: without a valid field
     name, or with the name of one of the entry's own fields (MESSAGE, PROCESS_PID, ...)."""
-    taken = {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "OTEL_EVENT_NAME", "TRACE_ID", "SPAN_ID",
+    taken = {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "OTEL_EVENT_NAME", "TRACE_ID", "SPAN_ID", "PARENT_SPAN_ID",
              *(a.journald_field for a in contract.SESSION_ATTRIBUTES)}
     return attribute_fields(attributes, taken)
 
@@ -162,7 +163,9 @@ def resource_fields(attributes: Mapping[str, object]) -> tuple[str, list[str]]:
 ENTRY_HEAD = ("{message}",
               literal(f"PRIORITY={PRIORITY_INFO}\nSYSLOG_IDENTIFIER={SYSLOG_IDENTIFIER}\n"
                       f"OTEL_EVENT_NAME={contract.EVENT_NAME}\n"),
-              "TRACE_ID={hex_ids[j:j + 32]}\nSPAN_ID={hex_ids[j + 32:j + 48]}\n")
+              "TRACE_ID={hex_ids[:32]}\nSPAN_ID={hex_ids[32:48]}\n")
+# A server span's parent, when the probe derived the ids (a child of the client's span).
+PARENT_FIELD = 'parent = f"PARENT_SPAN_ID={hex_ids[48:]}\\n" if span_ids[24:] != NO_PARENT else ""'
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,9 +179,11 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
         local, peer = ("laddr", "lport"), ("raddr", "rport")
         client, server = (peer, local) if role == abi.ROLE_SERVER else (local, peer)
         ends = ", ".join(values.text(Field(name)) for name in (*client, *server))
-        pieces, entry = fstring([*ENTRY_HEAD, *entry_parts(role_items(attributes)[branch], values), "{resource}"],
-                                "entry")
+        server = role == abi.ROLE_SERVER
+        pieces, entry = fstring([*ENTRY_HEAD, "{parent}" if server else "",
+                                 *entry_parts(role_items(attributes)[branch], values), "{resource}"], "entry")
         branches[branch] = [
+            *([PARENT_FIELD] if server else []),
             f"body = body_text(family, {values.text(Field('comm'))}, {ends}, tx_bytes, rx_bytes, "
             f"{values.number(DURATION_MS, inline=False)})",
             "if error:",
@@ -187,15 +192,14 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
             *pieces,
             "append((", *indent(entry), f").encode{ENCODING!r})"]
     source = loop_source(
-        "encode_entries", "events, ids, resource", values,
-        setup=["hex_ids = ids.hex()",
-               "entries = []",
-               "append = entries.append",
-               "j = 0"],
-        per_event=[],
-        record=[*role_switch(branches), "j += 48"],
+        "encode_entries", "events, resource", values,
+        setup=["entries = []",
+               "append = entries.append"],
+        per_event=["hex_ids = span_ids.hex()"],
+        record=role_switch(branches),
         after=["return entries"])
-    return generate("encode_entries", source, values, {"body_text": body_text, "field": field}, __name__)
+    return generate("encode_entries", source, values, {"body_text": body_text, "field": field,
+                                                       "NO_PARENT": abi.NO_PARENT}, __name__)
 
 
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
@@ -210,11 +214,10 @@ class JournaldEncoder:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes, resource: str | None = None) -> Iterator[list[bytes]]:
-        """The entries for events (abi.EVENT tuples), made and yielded CHUNK_ENTRIES at a time; ids
-        holds 24 random bytes per event (trace id, span id), as RecordBuilder.build takes them;
+    def encode(self, events: Sequence[tuple], resource: str | None = None) -> Iterator[list[bytes]]:
+        """The entries for events (abi.EVENT tuples), made and yielded CHUNK_ENTRIES at a time;
         resource: the events' Resource as fields (resource_fields()), else the encoder's."""
         encode_entries, caches = self.generated.function, self.caches
         resource = self.resource if resource is None else resource
-        return (encode_entries(caches, events[i:i + CHUNK_ENTRIES], ids[24 * i:24 * (i + CHUNK_ENTRIES)], resource)
+        return (encode_entries(caches, events[i:i + CHUNK_ENTRIES], resource)
                 for i in range(0, len(events), CHUNK_ENTRIES))

@@ -1,7 +1,8 @@
 """Flat NDJSON: one object per session per line, for jq, Fluent Bit and journald.
 
 Keys, in this order: time, start_time (RFC 3339, ns, UTC), otel.event.name,
-trace_id, span_id (hex), then every attribute of the record contract
+trace_id, span_id (hex), parent_span_id (a server's whose ids were derived from the
+connection's ISNs: its parent is the client's span), then every attribute of the record contract
 (contract.SESSION_ATTRIBUTES) as a flat dotted key, in the table's order.
 
 This is the hot path of the default output, so the loop that writes the lines is
@@ -20,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import orjson
 
-from .. import contract
+from .. import abi, contract
 from ..codegen import (
     Generated, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal, loop_source, role_items,
     role_switch,
@@ -62,11 +63,13 @@ def attribute_text(key: str, type: contract.Type, text: str) -> str:
 
 
 # The line up to its attributes, and after them. Rfc3339 is inlined: end and start are the times'
-# decimal digits, hex_ids the batch's ids in hex, j the event's offset in them.
+# decimal digits, hex_ids the event's span_ids in hex; a server's line has its parent span id when the
+# probe derived the ids (parent: empty otherwise).
 LINE_HEAD = ('{{"time":"{seconds.get(end[:-9]) or second(end[:-9])}.{end[-9:]}Z",',
              '"start_time":"{seconds.get(start[:-9]) or second(start[:-9])}.{start[-9:]}Z",',
              '"otel.event.name":' + literal(f'"{contract.EVENT_NAME}"') + ',',
-             '"trace_id":"{hex_ids[j:j + 32]}","span_id":"{hex_ids[j + 32:j + 48]}"')
+             '"trace_id":"{hex_ids[:32]}","span_id":"{hex_ids[32:48]}"')
+PARENT = 'parent = f\',"parent_span_id":"{hex_ids[48:]}"\' if span_ids[24:] != NO_PARENT else ""'
 LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothing
 
 
@@ -76,21 +79,22 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
     values = JsonValues()
     branches = {}
     for branch, items in role_items(attributes).items():
-        parts = [*LINE_HEAD, *json_parts(items, values, attribute_text, ",", leading=True), LINE_TAIL]
+        server = branch == "server"
+        parts = [*LINE_HEAD, "{parent}" if server else "", *json_parts(items, values, attribute_text, ",", leading=True),
+                 LINE_TAIL]
         pieces, line = fstring(parts, "line")
-        branches[branch] = [*pieces, "append(", *indent(line), ")"]
+        branches[branch] = [*([PARENT] if server else []), *pieces, "append(", *indent(line), ")"]
     source = loop_source(
-        "encode_chunk", "rfc3339, events, ids, offset, tail", values,
-        setup=["hex_ids = ids.hex()",
-               "seconds, second = rfc3339.seconds, rfc3339.second",
+        "encode_chunk", "rfc3339, events, offset, tail", values,
+        setup=["seconds, second = rfc3339.seconds, rfc3339.second",
                "lines = []",
-               "append = lines.append",
-               "j = 0"],
+               "append = lines.append"],
         per_event=["end = str(close_ns + offset)",
-                   "start = str(birth_ns + offset)"],
-        record=[*role_switch(branches), "j += 48"],
+                   "start = str(birth_ns + offset)",
+                   "hex_ids = span_ids.hex()"],
+        record=role_switch(branches),
         after=['return "".join(lines).encode()'])
-    return generate("encode_chunk", source, values, {}, __name__)
+    return generate("encode_chunk", source, values, {"NO_PARENT": abi.NO_PARENT}, __name__)
 
 
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
@@ -104,13 +108,12 @@ class NdjsonEncoder:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, tail: str = "") -> Iterator[bytes]:
+    def encode(self, events: Sequence[tuple], offset: int, tail: str = "") -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
-        is in memory); ids holds 24 random bytes per event (trace id, span id), offset turns their
-        monotonic times into Unix ns (as RecordBuilder.build); tail ends every line (resource_tail)."""
+        is in memory); offset turns their monotonic times into Unix ns (as RecordBuilder.build); tail
+        ends every line (resource_tail)."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
-        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], ids[24 * i:24 * (i + CHUNK_LINES)], offset,
-                             tail)
+        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], offset, tail)
                 for i in range(0, len(events), CHUNK_LINES))
 
 

@@ -243,11 +243,23 @@ if spans:
             status,
         ))))""".splitlines()
 
+PARENT_TAG = b"\x22\x08"  # Span.parent_span_id (4), 8 bytes: between span_id and name
+
+
+def child_span_head(name: str, kind: int) -> tuple[bytes, Callable[..., bytes], int]:
+    """span_name_kind's for a span with a parent: the head packs PARENT_TAG + parent span id + the
+    name and kind (which this returns) as its one field between span_id and start."""
+    field, _, size = span_name_kind(name, kind)
+    head = struct.Struct(f"<BB16sBB8s{len(PARENT_TAG) + 8 + len(field)}sBQBQ")
+    return field, head.pack, head.size
+
+
 NAMESPACE = {
     "varints": VARINTS, "groups": GROUPS, "int64_varint": int64_varint, "varint": varint, "pack_double": _pack_double,
     "body_text": body_text, "log_tag": LOG_ATTRIBUTES, "span_tag": SPAN_ATTRIBUTES, "LOG_FIXED_SIZE": LOG_FIXED_SIZE,
     "pack_log_head": pack_log_head, "pack_log_tail": pack_log_tail, "SEVERITY_INFO": contract.SEVERITY_INFO,
     "EVENT_NAME_FIELD": EVENT_NAME_FIELD, "delimited": delimited, "log_record": log_record, "fixed64": fixed64,
+    "NO_PARENT": abi.NO_PARENT, "PARENT_TAG": PARENT_TAG,
 }
 
 
@@ -263,20 +275,26 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
         ends = ", ".join(f"{values.strings_local(Field(address))[0]}[-1], port_text[{port}]"
                          for address, port in (client, server))
         span_head = values.constant(f"span_{branch}", span_name_kind(*contract.SPANS[role]))
+        if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
+            field, pack_head, size = child_span_head(*contract.SPANS[role])
+            child_head = values.constant("span_child", (pack_head, size))
+            choose_head = [f"if span_ids[24:] == NO_PARENT:", f"    span_head = {span_head}",
+                           "else:", f"    span_head = (PARENT_TAG + span_ids[24:] + {field!r}, *{child_head})"]
+        else:
+            choose_head = [f"span_head = {span_head}"]
         branches[branch] = [
             *pieces_lines(role_items(attributes)[branch], values),
             f"body = body_text(family, {comm}[-1], {ends}, tx_bytes, rx_bytes, {values.number(DURATION_MS)}) "
             f'if logs else ""',
-            f"span_head = {span_head}",
+            *choose_head,
         ]
     values.cache("port_text", lambda names: port_cache())  # for the log body
     values.cache("span_statuses", lambda names: Formatted(lambda error: span_status(contract.errno_name(error))))
     error_name, _ = values.strings(ERROR_NAME)
     source = loop_source(
-        "encode", "events, ids, offset, observed, logs, spans", values,
-        setup=["log_out = []", "span_out = []", "j = 0"],
-        per_event=["trace_id, span_id = ids[j:j + 16], ids[j + 16:j + 24]",
-                   "j += 24",
+        "encode", "events, offset, observed, logs, spans", values,
+        setup=["log_out = []", "span_out = []"],
+        per_event=["trace_id, span_id = span_ids[:16], span_ids[16:24]",
                    "start, end = birth_ns + offset, close_ns + offset"],
         record=[*role_switch(branches),
                 "if error:",
@@ -299,11 +317,9 @@ class SessionFrames:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int,
+    def encode(self, events: Sequence[tuple], offset: int, observed: int,
                logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:
-        """(framed log records, framed spans) for events (abi.EVENT tuples), each list empty when not
-        asked for.
-
-        ids: 24 random bytes per event (trace id, span id); offset: monotonic -> Unix ns;
-        observed: the log records' observed time, Unix ns (as RecordBuilder.build)."""
-        return self.generated.function(self.caches, events, ids, offset, observed, logs, spans)
+        """(framed log records, framed spans) for events (abi.EVENT tuples, their ids in span_ids), each
+        list empty when not asked for. offset: monotonic -> Unix ns; observed: the log records'
+        observed time, Unix ns (as RecordBuilder.build)."""
+        return self.generated.function(self.caches, events, offset, observed, logs, spans)

@@ -65,17 +65,20 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
                  f'"severityNumber":{contract.SEVERITY_INFO},',
                  '"body":{{"stringValue":"{body}{error_suffix}"}},',
                  '"attributes":[', *attributes,
-                 '],"traceId":"{hex_ids[j:j + 32]}","spanId":"{hex_ids[j + 32:j + 48]}",',
+                 '],"traceId":"{hex_ids[:32]}","spanId":"{hex_ids[32:48]}",',
                  literal(f'"eventName":"{json_escaped(contract.EVENT_NAME)}"}}')]
         pieces, record = fstring(parts, "record")
         return [body, *pieces, "append(", *indent(record), ")"]
     name, kind = contract.SPANS[role]
-    parts = ['{{"traceId":"{hex_ids[j:j + 32]}","spanId":"{hex_ids[j + 32:j + 48]}",',
+    parent = []
+    if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
+        parent = ['parent = f\'"parentSpanId":"{hex_ids[48:]}",\' if span_ids[24:] != NO_PARENT else ""']
+    parts = ['{{"traceId":"{hex_ids[:32]}","spanId":"{hex_ids[32:48]}",' + ("{parent}" if parent else ""),
              literal(f'"name":"{json_escaped(name)}","kind":{kind},'),
              '"startTimeUnixNano":"{birth_ns + offset}","endTimeUnixNano":"{close_ns + offset}",',
              '"attributes":[', *attributes, ']{status}}}']
     pieces, record = fstring(parts, "record")
-    return [*pieces, "append(", *indent(record), ")"]
+    return [*parent, *pieces, "append(", *indent(record), ")"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,16 +97,15 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str) -
         status = literal(f',"status":{{"code":{STATUS_CODE_ERROR},"message":"') + error_name + literal('"}')
         per_event = [f'status = f{status!r} if error else ""']
     source = loop_source(
-        "encode_records", "events, ids, offset, observed", values,
+        "encode_records", "events, offset, observed", values,
         setup=["observed_text = str(observed)  # the same for the batch: converted once",
-               "hex_ids = ids.hex()",
                "items = []",
-               "append = items.append",
-               "j = 0"],
-        per_event=per_event,
-        record=[*role_switch(branches), "j += 48"],
+               "append = items.append"],
+        per_event=["hex_ids = span_ids.hex()", *per_event],
+        record=role_switch(branches),
         after=["return items"])
-    return generate("encode_records", source, values, {"body_text": body_text}, __name__, signal)
+    return generate("encode_records", source, values, {"body_text": body_text, "NO_PARENT": abi.NO_PARENT},
+                    __name__, signal)
 
 
 for _signal in SIGNALS:  # the default table's, made as the module loads
@@ -124,25 +126,24 @@ class OtlpJsonEncoder:
         self.generated = generated_encoder(contract.attributes() if attributes is None else attributes, signal)
         self.caches = self.generated.new_caches(self.names)
 
-    def encode(self, events: Sequence[tuple], ids: bytes, offset: int, observed: int) -> Iterator[bytes]:
+    def encode(self, events: Sequence[tuple], offset: int, observed: int) -> Iterator[bytes]:
         """One line for the events (abi.EVENT tuples), all of the encoder's Resource, nothing for none.
-        ids holds 24 random bytes per event (trace id, span id), offset turns monotonic times into Unix
-        ns, observed is the log records' observed time (as RecordBuilder.build)."""
-        return self.encode_groups([(self.resource, events, ids)], offset, observed)
+        offset turns monotonic times into Unix ns, observed is the log records' observed time (as
+        RecordBuilder.build)."""
+        return self.encode_groups([(self.resource, events)], offset, observed)
 
-    def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple], bytes]], offset: int,
+    def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple]]], offset: int,
                       observed: int) -> Iterator[bytes]:
         """One line for groups of events, a ResourceLogs (ResourceSpans) each: (the Resource's JSON,
-        events, their ids). Made and yielded in pieces of CHUNK_RECORDS records: only one piece is in
+        events). Made and yielded in pieces of CHUNK_RECORDS records: only one piece is in
         memory at a time (under the size malloc serves from fresh pages, interpreter.tune_malloc)."""
         encode_records, caches = self.generated.function, self.caches
         groups = [group for group in groups if group[1]]
         head = self._open
-        for g, (resource, events, ids) in enumerate(groups):
+        for g, (resource, events) in enumerate(groups):
             head += self._group % resource
             for i in range(0, len(events), CHUNK_RECORDS):
-                records = ",".join(encode_records(caches, events[i:i + CHUNK_RECORDS],
-                                                  ids[24 * i:24 * (i + CHUNK_RECORDS)], offset, observed))
+                records = ",".join(encode_records(caches, events[i:i + CHUNK_RECORDS], offset, observed))
                 tail = ""
                 if i + CHUNK_RECORDS >= len(events):
                     tail = "]}]}" + ("]}\n" if g == len(groups) - 1 else ",")

@@ -71,6 +71,7 @@ class ProtoEncoder:
             span = add()
             span.trace_id = r.trace_id
             span.span_id = r.span_id
+            span.parent_span_id = r.parent_span_id
             span.name = r.name
             span.kind = r.kind
             span.start_time_unix_nano = r.start_ns

@@ -123,7 +123,7 @@ class CoreProbe:
     def _write_filter(self, obj: int) -> None:
         s = self.settings
         wakeup_bytes = s.ring_buffer_bytes // 4 if s.poll_interval > 0 else 0
-        data = abi.pack_config(s.pid, s.family, s.local_ports, s.remote_ports, wakeup_bytes)
+        data = abi.pack_config(s.pid, s.family, s.local_ports, s.remote_ports, wakeup_bytes, s.random_trace_ids)
         rodata = self.libbpf.find_map(obj, ".rodata")
         ptr, size = self.libbpf.map_initial_value(rodata, "reading .rodata")
         if size < len(data):

@@ -76,18 +76,18 @@ def test_constants_match_the_header(name):
 
 
 def test_pack_config_zero_terminates_and_refuses_to_truncate():
-    data = abi.pack_config(42, 4, (80, 443), (), wakeup_bytes=4096)
+    data = abi.pack_config(42, 4, (80, 443), (), wakeup_bytes=4096, random_trace_ids=True)
     values = abi.PROBE_CONFIG.unpack(data)
     assert values[:2] == (42, 4)
     assert values[2:2 + abi.MAX_PORTS] == (80, 443) + (0,) * (abi.MAX_PORTS - 2)
-    assert values[-1] == 4096
+    assert values[-2:] == (4096, 1)
     with pytest.raises(ValueError):
         abi.pack_config(0, 0, tuple(range(1, abi.MAX_PORTS + 2)), ())
 
 
 def test_events_are_read_and_written_by_field_name():
     fields = {name: i + 1 for i, name in enumerate(abi.EVENT_NAMES)}
-    fields.update(saddr=b"s" * 16, daddr=b"d" * 16, comm=b"c" * abi.TASK_COMM_LEN)
+    fields.update(saddr=b"s" * 16, daddr=b"d" * 16, comm=b"c" * abi.TASK_COMM_LEN, span_ids=b"i" * 32)
     event = abi.EVENT.unpack(abi.pack_event(**fields))
     assert dict(zip(abi.EVENT_NAMES, event)) == fields
     assert abi.event_getter("comm", "pid", "sport")(event) == (fields["comm"], fields["pid"], fields["sport"])

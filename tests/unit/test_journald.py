@@ -62,6 +62,7 @@ def expected_fields(record, resource: dict) -> list[tuple[str, bytes]]:
     return [("MESSAGE", log_body(record).encode()), ("PRIORITY", b"6"), ("SYSLOG_IDENTIFIER", b"otel-tcplife"),
             ("OTEL_EVENT_NAME", b"tcplife.session"), ("TRACE_ID", record.trace_id.hex().encode()),
             ("SPAN_ID", record.span_id.hex().encode()),
+            *([("PARENT_SPAN_ID", record.parent_span_id.hex().encode())] if record.parent_span_id else []),
             *[(names[key], text(value)) for key, value in record.attributes],
             *[(key.upper().replace(".", "_"), value.encode()) for key, value in resource.items()]]
 
@@ -69,12 +70,11 @@ def expected_fields(record, resource: dict) -> list[tuple[str, bytes]]:
 def records_and_entries(sessions, resource: dict = RESOURCE):
     """RecordBuilder's records and the journald entries for the same events and ids."""
     events = as_events(sessions)
-    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
-    records = RecordBuilder(clock=FixedClock(), names=names).build(Decoder().decode(events), ids,
+    records = RecordBuilder(clock=FixedClock(), names=names).build(Decoder().decode(events),
                                                                    FixedClock.offset_ns, 0)
     encoder = JournaldEncoder(attribute_fields(resource)[0], names)
-    entries = [entry for chunk in encoder.encode(events, ids) for entry in chunk]
+    entries = [entry for chunk in encoder.encode(events) for entry in chunk]
     return records, entries
 
 
@@ -106,7 +106,7 @@ def test_generated_sessions_field_for_field(generated):
 
 def test_the_entries_come_in_chunks():
     events = as_events(varied_sessions(CHUNK_ENTRIES + 1))
-    chunks = list(JournaldEncoder().encode(events, os.urandom(24 * len(events))))
+    chunks = list(JournaldEncoder().encode(events))
     assert [len(chunk) for chunk in chunks] == [CHUNK_ENTRIES, 1]
 
 

@@ -24,11 +24,10 @@ from .test_otlp_wire import OBSERVED, RESOURCE, SCOPE, varied_sessions
 
 def assert_frames_match_records(sessions, frames: SessionFrames | None = None, offset=FixedClock.offset_ns) -> None:
     events = as_events(sessions)
-    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
-    records = RecordBuilder(names=names).build(Decoder().decode(events), ids, offset, OBSERVED)
+    records = RecordBuilder(names=names).build(Decoder().decode(events), offset, OBSERVED)
     frames = frames or SessionFrames(names)
-    logs, spans = frames.encode(events, ids, offset, OBSERVED)
+    logs, spans = frames.encode(events, offset, OBSERVED)
     wire, proto = WireEncoder(RESOURCE, SCOPE), ProtoEncoder(RESOURCE, SCOPE)
     assert wire.requests(logs) == [(proto.logs_request(records).SerializeToString(), len(records))]
     assert wire.requests(spans) == [(proto.traces_request(records).SerializeToString(), len(records))]
@@ -59,7 +58,7 @@ def test_full_caches_are_cleared_and_refilled(monkeypatch):
 
 @pytest.mark.parametrize("logs,spans", [(True, False), (False, True)])
 def test_only_the_signals_asked_for(logs, spans):
-    log_records, span_records = SessionFrames().encode(as_events(varied_sessions(5)), os.urandom(120), 0, OBSERVED,
+    log_records, span_records = SessionFrames().encode(as_events(varied_sessions(5)), 0, OBSERVED,
                                                        logs, spans)
     assert (len(log_records), len(span_records)) == (5 if logs else 0, 5 if spans else 0)
 

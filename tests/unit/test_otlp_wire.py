@@ -50,6 +50,8 @@ def varied_sessions(n: int) -> list[Session]:
             srtt_us=(0, 1, 37, 16384, 2**32 - 1)[i % 5], rtt_min_us=(0, 1, 25, 9999)[i % 4],
             retransmits=(0, 0, 1, 127, 128, 2**32 - 1)[i % 6], closed_by=i % 4, reset=(i // 3) % 4,
             oldstate=(1, 4, 5, 8, 9, 11, 200)[i % 7],
+            # every other server a child span, as when the probe derived the ids from the ISNs
+            span_ids=os.urandom(24) + (os.urandom(8) if i % 6 == 1 else abi.NO_PARENT),
         ))
     return sessions
 
@@ -57,11 +59,10 @@ def varied_sessions(n: int) -> list[Session]:
 def records_and_frames(sessions: list[Session]) -> tuple[list[SessionRecord], dict[str, list[bytes]]]:
     """The same sessions as RecordBuilder records (for ProtoEncoder) and as SessionFrames frames."""
     events = as_events(sessions)
-    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
     records = RecordBuilder(clock=FixedClock(), names=names).build(
-        Decoder().decode(events), ids, FixedClock.offset_ns, OBSERVED)
-    logs, spans = SessionFrames(names).encode(events, ids, FixedClock.offset_ns, OBSERVED)
+        Decoder().decode(events), FixedClock.offset_ns, OBSERVED)
+    logs, spans = SessionFrames(names).encode(events, FixedClock.offset_ns, OBSERVED)
     return records, {"logs": logs, "traces": spans}
 
 
@@ -86,7 +87,7 @@ def test_values_out_of_range_are_refused_like_protobuf_does(changes):
     with pytest.raises(ValueError):
         proto_bytes(ProtoEncoder(RESOURCE, SCOPE), "logs", RecordBuilder(clock=FixedClock()).build(bad))
     with pytest.raises(ValueError):
-        SessionFrames().encode(as_events(bad), os.urandom(24), 0, OBSERVED)
+        SessionFrames().encode(as_events(bad), 0, OBSERVED)
 
 
 def reference_varint(n: int) -> bytes:

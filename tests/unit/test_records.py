@@ -42,14 +42,13 @@ def build_all(*sessions, resource=None):
     """Records (of the sessions as decoded from their events), NDJSON rows and OTLP/JSON lines
     ({signal: line}) for the same events, sharing ids, clock and observed time as the pipeline does."""
     events = as_events(sessions)
-    ids = os.urandom(24 * len(events))
     names = ProcessNames(proc="/nonexistent")
     records = RecordBuilder(clock=FixedClock(), names=names).build(
-        Decoder().decode(events), ids, FixedClock.offset_ns, OBSERVED)
-    lines = b"".join(NdjsonEncoder(names).encode(events, ids, FixedClock.offset_ns)).splitlines()
+        Decoder().decode(events), FixedClock.offset_ns, OBSERVED)
+    lines = b"".join(NdjsonEncoder(names).encode(events, FixedClock.offset_ns)).splitlines()
     resource = resource or Resource.create({})
     otlp_json = {signal: b"".join(OtlpJsonEncoder(resource_json(resource), scope_json(), signal, names).encode(
-        events, ids, FixedClock.offset_ns, OBSERVED)) for signal in ("logs", "traces")}
+        events, FixedClock.offset_ns, OBSERVED)) for signal in ("logs", "traces")}
     return records, [json.loads(line) for line in lines], otlp_json
 
 
@@ -189,7 +188,7 @@ def test_otlp_json_of_a_large_batch_is_one_line_written_in_chunks():
     sessions = [session(lport=1000 + i, role=(abi.ROLE_CLIENT, abi.ROLE_SERVER, abi.ROLE_UNKNOWN)[i % 3])
                 for i in range(2 * CHUNK_RECORDS + 5)]
     encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
-    chunks = list(encoder.encode(as_events(sessions), os.urandom(24 * len(sessions)), FixedClock.offset_ns, OBSERVED))
+    chunks = list(encoder.encode(as_events(sessions), FixedClock.offset_ns, OBSERVED))
     assert [chunk.count(b"\"traceId\"") for chunk in chunks] == [CHUNK_RECORDS, CHUNK_RECORDS, 5]
     resource = Resource.create({})
     records, _, otlp_json = build_all(*sessions, resource=resource)
@@ -199,7 +198,7 @@ def test_otlp_json_of_a_large_batch_is_one_line_written_in_chunks():
 
 def test_otlp_json_of_no_sessions_is_no_line():
     encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json())
-    assert list(encoder.encode([], b"", 0, OBSERVED)) == []
+    assert list(encoder.encode([], 0, OBSERVED)) == []
 
 
 def test_ndjson_escapes_process_names():
@@ -209,11 +208,10 @@ def test_ndjson_escapes_process_names():
 
 def test_ndjson_chunks_hold_whole_lines_in_order():
     sessions = [session(lport=1000 + i) for i in range(2 * CHUNK_LINES + 3)]
-    ids = os.urandom(24 * len(sessions))
     encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"))
-    chunks = list(encoder.encode(as_events(sessions), ids, FixedClock.offset_ns))
+    chunks = list(encoder.encode(as_events(sessions), FixedClock.offset_ns))
     assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, CHUNK_LINES, 3]
     assert all(chunk.endswith(b"\n") for chunk in chunks)
     assert [json.loads(line)["network.local.port"] for line in b"".join(chunks).splitlines()] == [
         s.lport for s in sessions]
-    assert list(encoder.encode([], b"", FixedClock.offset_ns)) == []
+    assert list(encoder.encode([], FixedClock.offset_ns)) == []

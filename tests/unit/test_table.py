@@ -36,7 +36,7 @@ def event(pid=22598, comm=b"curl", family=4, laddr="100.66.3.172", lport=61620, 
         saddr=raw_address(laddr), daddr=raw_address(raddr), pid=pid, error=0, sport=lport, dport=rport,
         family=family, role=abi.ROLE_CLIENT, oldstate=oldstate, owner=abi.OWNER_CONNECT, comm=comm,
         srtt_us=srtt_us, rtt_min_us=rtt_min_us, retransmits=retransmits, closed_by=closed_by, reset=reset,
-        cgroup_id=1, start_ns=5_000_000))
+        cgroup_id=1, start_ns=5_000_000, span_ids=bytes(32)))
 
 
 def fields(event: tuple) -> dict:
