@@ -16,13 +16,20 @@ BPF_OBJECT := otel_tcplife/bpf/tcplife.bpf.o
 # a directory that holds only a link to Debian's bcc package: the rest of Debian's stays out.
 BCC_PACKAGES := python3-bpfcc linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 BCC_PYTHON_PACKAGE := /usr/lib/python3/dist-packages/bcc
-APT_PACKAGES := python3 python3-venv clang llvm libbpf-dev libbpf1 bpftool iproute2 $(BCC_PACKAGES)
+BASE_PACKAGES := python3 python3-venv clang llvm libbpf-dev libbpf1 bpftool iproute2
+APT_PACKAGES := $(BASE_PACKAGES) $(BCC_PACKAGES)
+
+# bcc in the venv $(1): a .pth naming a directory that holds only a link to Debian's bcc package.
+link_bcc = mkdir -p "$(1)/bcc-site" && ln -sfn $(BCC_PYTHON_PACKAGE) "$(1)/bcc-site/bcc" && \
+  echo "$(1)/bcc-site" > "$$("$(1)/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/bcc-site.pth"
 ARGS ?=
 
 # `make install`: the product, without the checkout. A venv at $(PREFIX) holding the wheel
 # (with the compiled BPF object) and its runtime dependencies only: $(PREFIX)/bin/otel-tcplife is
 # the agent (deploy/otel-tcplife.service and deploy/Containerfile run exactly that path) and
-# $(PREFIX)/share/man/man8/otel-tcplife.8 its man page. Run again to upgrade in place.
+# $(PREFIX)/share/man/man8/otel-tcplife.8 its man page. Run again to upgrade in place. On a host
+# without kernel BTF it also installs what the bcc backend needs there: python3-bpfcc and the
+# running kernel's headers.
 PREFIX ?= /opt/otel-tcplife
 
 .PHONY: setup apt run test bench install clean
@@ -43,9 +50,7 @@ $(VENV)/.installed: pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench]'
-	mkdir -p $(VENV)/bcc-site
-	ln -sfn $(BCC_PYTHON_PACKAGE) $(VENV)/bcc-site/bcc
-	echo "$(abspath $(VENV))/bcc-site" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/bcc-site.pth"
+	$(call link_bcc,$(abspath $(VENV)))
 	touch $@
 
 $(BPF_OBJECT): bpf/tcplife.bpf.c bpf/tcplife.h bpf/kernel_types.h bpf/build.py
@@ -61,7 +66,8 @@ bench: setup
 	$(PY) bench/run.py $(ARGS)
 
 install: export PIP_DISABLE_PIP_VERSION_CHECK = 1
-install: apt
+install:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(BASE_PACKAGES)"
 	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path, not '$(PREFIX)'" >&2; exit 2;; esac
 	@if [ -e "$(PREFIX)" ] && [ ! -e "$(PREFIX)/pyvenv.cfg" ] && [ -n "$$(ls -A "$(PREFIX)")" ]; then \
 	  echo "make install: $(PREFIX) is neither empty nor an otel-tcplife install; choose another PREFIX" >&2; exit 2; \
@@ -73,6 +79,10 @@ install: apt
 	  "$(PREFIX)/bin/python" -m pip wheel -q --no-deps --wheel-dir "$$wheels" . && \
 	  "$(PREFIX)/bin/python" -m pip install -q "$$wheels"/*.whl && \
 	  "$(PREFIX)/bin/python" -m pip install -q --no-deps --force-reinstall "$$wheels"/*.whl
+	@if [ ! -e /sys/kernel/btf/vmlinux ]; then \
+	  $(MAKE) --no-print-directory apt APT_PACKAGES="python3-bpfcc linux-headers-$$(uname -r)"; \
+	fi
+	if [ ! -e /sys/kernel/btf/vmlinux ]; then $(call link_bcc,$(PREFIX)); fi
 	mkdir -p "$(PREFIX)/share/man/man8"
 	"$(PREFIX)/bin/python" -m otel_tcplife.manpage > "$(PREFIX)/share/man/man8/otel-tcplife.8.tmp"
 	mv "$(PREFIX)/share/man/man8/otel-tcplife.8.tmp" "$(PREFIX)/share/man/man8/otel-tcplife.8"

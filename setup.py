@@ -13,11 +13,19 @@ import build as bpf_build  # noqa: E402
 BPF_OBJECT = os.path.join(HERE, "otel_tcplife", "bpf", "tcplife.bpf.o")
 
 
+# The probe's C sources go beside the object: the bcc backend compiles them at start on hosts
+# without BTF (probe/bcc_source.py finds them there).
+BPF_SOURCES = ("tcplife.bpf.c", "tcplife.h", "kernel_types.h")
+
+
 class BuildPyWithBpf(build_py):
     def run(self):
         if bpf_build.is_stale(BPF_OBJECT):
             bpf_build.build(BPF_OBJECT)
         super().run()
+        target = os.path.join(self.build_lib, "otel_tcplife", "bpf")
+        for name in BPF_SOURCES:
+            self.copy_file(os.path.join(HERE, "bpf", name), os.path.join(target, name))
 
 
 setup(cmdclass={"build_py": BuildPyWithBpf})

@@ -1,4 +1,5 @@
-"""The wheel carries the compiled probe: installed without a compiler, it traces."""
+"""The wheel carries the compiled probe (and its C sources, for the bcc backend): installed without a
+compiler, it traces."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def test_wheel_contains_the_bpf_object(wheel):
     with zipfile.ZipFile(wheel) as archive:
         assert OBJECT_IN_WHEEL in archive.namelist()
         assert archive.read(OBJECT_IN_WHEEL)[:4] == b"\x7fELF"
+        # and the C sources beside it, which the bcc backend compiles (the checkout's, byte for byte)
+        for name in ("tcplife.bpf.c", "tcplife.h", "kernel_types.h"):
+            assert archive.read(f"otel_tcplife/bpf/{name}") == (ROOT / "bpf" / name).read_bytes()
 
 
 @pytest.mark.slow
