@@ -20,7 +20,6 @@ import fcntl
 import os
 import threading
 import time
-from itertools import repeat
 from typing import BinaryIO, TextIO
 
 import orjson
@@ -120,6 +119,7 @@ class Pipeline:
                 self.senders.append(sender)
                 self.exporters[signal] = QueuedExporter(
                     signal, protos.grouped_requests if self.identity else protos.requests, sender,
+                    runs=self.identity is not None,  # each record's Resource, as runs (handle)
                     queue_capacity=d.queue_size, max_batch=d.batch_size, flush_interval=d.flush_interval,
                     max_in_flight=d.max_in_flight, timeout=settings.timeout,
                     retry=RetryPolicy(max_interval=RETRY_MAX_INTERVAL, max_elapsed=d.retry_max_elapsed),
@@ -184,17 +184,22 @@ class Pipeline:
                     self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
+            # Each group's records are a run of its Resource in the exporters' queues, which
+            # WireEncoder.grouped_requests groups by: per group, not per record.
             resource_fields = self._resource_fields
+            log_records, spans, runs = [], [], []
             for resource, group in groups:
-                log_records, spans = self.frames.encode(group, offset, observed,
-                                                        logs=logs is not None, spans=traces is not None)
-                if resource:  # each record with its Resource: WireEncoder.grouped_requests
-                    field = resource_fields[resource]
-                    log_records, spans = list(zip(repeat(field), log_records)), list(zip(repeat(field), spans))
-                if logs:
-                    logs.offer(log_records)
-                if traces:
-                    traces.offer(spans)
+                group_logs, group_spans = self.frames.encode(group, offset, observed,
+                                                             logs=logs is not None, spans=traces is not None)
+                log_records += group_logs
+                spans += group_spans
+                runs.append((resource_fields[resource] if resource else None, len(group)))
+            if self.identity is None:
+                runs = None
+            if logs:
+                logs.offer(log_records, runs)
+            if traces:
+                traces.offer(spans, runs)
 
     def _write(self, chunks) -> None:
         self.stdout.writelines(chunks)

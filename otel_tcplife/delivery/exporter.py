@@ -61,7 +61,7 @@ from typing import ContextManager, Generic, Literal, TypeVar
 from ..errors import PermanentError, RetryableError, RetryExhausted, SendError
 from .. import log as stderr
 from ..ratelimit import RateLimitedLog
-from .queue import BoundedQueue
+from .queue import BoundedQueue, split_runs
 from .retry import STOP_CHECK_INTERVAL, Progress, RetryPolicy, SendResult, send_with_retry
 from .spool import Entry, Spool
 
@@ -217,9 +217,13 @@ class QueuedExporter(Generic[T]):
         log: Callable[[str], None] | None = None,
         stats: ExporterStats | None = None,
         spool: Spool | None = None,
+        runs: bool = False,
     ):
         """encode(items) returns requests as (payload, record_count) pairs whose counts sum to
         len(items); it splits large batches itself. send(payload, timeout_seconds) pushes one request.
+        runs: offer(items, runs) labels items with tags (BoundedQueue's runs), and encode is called as
+        encode(items, runs) with the runs of the batch; its requests need not then hold the items in
+        their order (it may group them by tag).
         With a spool, payloads must be bytes, and the exporter closes the spool at shutdown.
         log defaults to lines "otel-tcplife: <name>: <message>" on stderr."""
         if max_batch < 1 or max_in_flight < 1:
@@ -229,6 +233,7 @@ class QueuedExporter(Generic[T]):
         self.name = name
         self.stats = stats if stats is not None else ExporterStats()
         self._encode = encode
+        self._runs = runs
         self._send = send
         self._max_batch = max_batch
         self._flush_interval = flush_interval
@@ -292,14 +297,15 @@ class QueuedExporter(Generic[T]):
                 worker.start()
                 self._workers.append(worker)
 
-    def offer(self, items: Sequence[T]) -> None:
-        """Queues items without blocking; when the queue is full the oldest records are dropped."""
+    def offer(self, items: Sequence[T], runs: Sequence[tuple[object, int]] | None = None) -> None:
+        """Queues items without blocking; when the queue is full the oldest records are dropped.
+        runs: (tag, count) pairs labelling the items in order (see BoundedQueue), for encode."""
         if not items:
             return
         with self._lock:  # counted under the lock too, so that a snapshot sees them queued and accepted
             closing = self._closing
             if not closing:
-                dropped = self._queue.put_many(items)
+                dropped = self._queue.put_many(items, runs)
                 if not dropped:
                     self.stats.add(accepted=len(items))
                     return
@@ -398,19 +404,20 @@ class QueuedExporter(Generic[T]):
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            runs = [] if self._runs else None
             with self._take_lock:
-                items = self._queue.take(self._max_batch, self._flush_interval, self._took)
+                items = self._queue.take(self._max_batch, self._flush_interval, self._took, runs)
             if items:
-                self._deliver(items)
+                self._deliver(items, runs)
             elif self._queue.closed and not len(self._queue):
                 return  # nothing is added after close(), so the queue stays empty
 
-    def _deliver(self, items: list[T]) -> None:
+    def _deliver(self, items: list[T], runs: list[tuple[object, int]] | None = None) -> None:
         batch = self._in_flight.hold(len(items))
         if batch is None:
             return
         try:
-            requests = self._encode_checked(items)
+            requests = self._encode_checked(items, runs)
             taken = len(items)
             items.clear()  # free the records now, not after the send: ~1 MB a batch, max_in_flight batches
             if requests is None:
@@ -438,9 +445,10 @@ class QueuedExporter(Generic[T]):
         """The spooler: memory queue -> encode -> spool, until the queue is closed and empty."""
         try:
             while not self._stop.is_set():
-                items = self._queue.take(self._max_batch, self._flush_interval, self._took)
+                runs = [] if self._runs else None
+                items = self._queue.take(self._max_batch, self._flush_interval, self._took, runs)
                 if items:
-                    self._spool_batch(items)
+                    self._spool_batch(items, runs)
                 elif self._queue.closed and not len(self._queue):
                     return
         finally:
@@ -448,16 +456,16 @@ class QueuedExporter(Generic[T]):
                 self._spooler_done = True
                 self._spool_ready.notify_all()
 
-    def _spool_batch(self, items: list[T]) -> None:
+    def _spool_batch(self, items: list[T], runs: list[tuple[object, int]] | None = None) -> None:
         with self._account:
             if self._settled:
                 self.stats.add(dropped_shutdown=len(items), in_flight=-len(items))
                 return
             self._spooling = len(items)
         try:
-            requests = self._encode_checked(items, need_bytes=True)
+            requests = self._encode_checked(items, runs, need_bytes=True)
             if requests is not None:
-                requests = self._fit(items, requests)
+                requests = self._fit(items, runs, requests)
             for payload, count in requests or ():
                 self._wait_for_room(len(payload))
                 with self._account:
@@ -491,13 +499,25 @@ class QueuedExporter(Generic[T]):
                 return
             self._progress.wait(min(left, STOP_CHECK_INTERVAL))
 
-    def _fit(self, items: list[T], requests: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+    def _fit(self, items: list[T], runs: list[tuple[object, int]] | None,
+             requests: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
         """The requests, each no larger than the spool takes: one that is larger is encoded again from
-        each half of its records (requests cover the items in order), and so on. A record too large on
-        its own is left for the spool to drop and count; a half that fails to encode is left out (logged
-        by _encode_checked, counted by the caller as dropped_permanent)."""
+        each half of its records (requests cover the items in order), and so on. With runs, requests
+        need not cover the items in order: if one is too large, the whole batch is encoded again from
+        each half. A record too large on its own is left for the spool to drop and count; a half that
+        fails to encode is left out (logged by _encode_checked, counted by the caller as
+        dropped_permanent)."""
         limit = self._spool.max_payload
         fitted: list[tuple[bytes, int]] = []
+        if runs is not None:
+            if len(items) == 1 or all(len(payload) <= limit or count == 1 for payload, count in requests):
+                return requests
+            half = len(items) // 2
+            for part, part_runs in zip((items[:half], items[half:]), split_runs(runs, half)):
+                smaller = self._encode_checked(part, part_runs, need_bytes=True)
+                if smaller is not None:
+                    fitted += self._fit(part, part_runs, smaller)
+            return fitted
         start = 0
         for payload, count in requests:
             part, start = items[start:start + count], start + count
@@ -507,7 +527,7 @@ class QueuedExporter(Generic[T]):
             for half in (part[:count // 2], part[count // 2:]):
                 smaller = self._encode_checked(half, need_bytes=True)
                 if smaller is not None:
-                    fitted += self._fit(half, smaller)
+                    fitted += self._fit(half, None, smaller)
         return fitted
 
     def _send_spooled(self, prefer: Literal["oldest", "newest"]) -> None:
@@ -554,11 +574,12 @@ class QueuedExporter(Generic[T]):
 
     # Encoding and sending, shared.
 
-    def _encode_checked(self, items: list[T], need_bytes: bool = False) -> list[tuple[object, int]] | None:
-        """The requests for items; None (logged) when encode fails or miscounts. The caller counts
-        the records of a None as dropped_permanent."""
+    def _encode_checked(self, items: list[T], runs: list[tuple[object, int]] | None = None,
+                        need_bytes: bool = False) -> list[tuple[object, int]] | None:
+        """The requests for items (with their runs, if the exporter has runs); None (logged) when encode
+        fails or miscounts. The caller counts the records of a None as dropped_permanent."""
         try:
-            requests = self._encode(items)
+            requests = self._encode(items) if runs is None else self._encode(items, runs)
             encoded = sum(count for _, count in requests)
         except Exception as error:  # a bug in encode: drop the batch but keep the worker alive
             self._warn("encode", len(items), "dropped {n} records: encode failed", _describe(error))

@@ -201,7 +201,7 @@ def span_status(error_type: str) -> bytes:
 
 def resource_field(resource: resource_pb2.Resource) -> bytes:
     """ResourceLogs.resource / ResourceSpans.resource (field 1), serialized: what grouped_requests
-    groups records by."""
+    groups records by (the same bytes object for every record of a Resource: runs of it merge)."""
     return delimited(b"\x0a", resource.SerializeToString())
 
 
@@ -209,7 +209,8 @@ class WireEncoder:
     """Framed records -> serialized requests, for either signal (the envelopes are the same bytes).
 
     A request is a sequence of ResourceLogs / ResourceSpans fields, one per Resource: `requests`
-    puts every record under the encoder's own Resource, `grouped_requests` under each record's."""
+    puts every record under the encoder's own Resource, `grouped_requests` under each record's (given
+    as runs of records, as QueuedExporter's queue keeps them)."""
 
     def __init__(self, resource: resource_pb2.Resource, scope: common_pb2.InstrumentationScope) -> None:
         # ResourceLogs.resource = 1 and ScopeLogs.scope = 1 (the same in the span messages).
@@ -224,52 +225,60 @@ class WireEncoder:
         return (b"\x0a" + varint(resource_list) + resource
                 + b"\x12" + varint(scope_list) + self._scope_field)
 
-    def _pieces(self, framed: list[bytes], resource: bytes | None = None) -> list[tuple[bytes, int]]:
+    def _pieces(self, framed: list[bytes], resource: bytes | None = None) -> list[tuple[bytes, list[bytes], int]]:
         """Framed records of one Resource -> ResourceLogs fields, each under MAX_REQUEST_BYTES as a
-        request, with their record counts. Packed greedily, in order; a record too big on its own goes
-        alone, as in ProtoEncoder."""
+        request: (its head, its records, its size in bytes). Packed greedily, in order; a record too big
+        on its own goes alone, as in ProtoEncoder. Not joined here: a request is joined once, whole."""
         limit = MAX_REQUEST_BYTES  # a global, read at call time: tests lower it
         sizes = list(map(len, framed))
         size = sum(sizes)
-        if len(self._head(size, resource)) + size <= limit:
-            return [(b"".join([self._head(size, resource), *framed]), len(framed))]
+        head = self._head(size, resource)
+        if len(head) + size <= limit:
+            return [(head, framed, len(head) + size)]
         pieces = []
         start, size = 0, 0
         for i, n in enumerate(sizes):
             if i > start and len(self._head(size + n, resource)) + size + n > limit:
-                pieces.append((b"".join([self._head(size, resource), *framed[start:i]]), i - start))
+                head = self._head(size, resource)
+                pieces.append((head, framed[start:i], len(head) + size))
                 start, size = i, 0
             size += n
-        pieces.append((b"".join([self._head(size, resource), *framed[start:]]), len(framed) - start))
+        head = self._head(size, resource)
+        pieces.append((head, framed[start:], len(head) + size))
         return pieces
 
     def requests(self, framed: list[bytes]) -> list[tuple[bytes, int]]:
         """Framed records (of one signal), all of the encoder's Resource -> requests, each under
         MAX_REQUEST_BYTES, with their record counts."""
-        return self._pieces(framed)
+        return [(b"".join([head, *records]), len(records)) for head, records, _ in self._pieces(framed)]
 
-    def grouped_requests(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int]]:
-        """(resource_field(...), framed record) pairs -> requests, each under MAX_REQUEST_BYTES, with
+    def grouped_requests(self, framed: list[bytes], runs: list[tuple[bytes | None, int]]) -> list[tuple[bytes, int]]:
+        """Framed records and their runs of Resources ((resource_field(...), count) pairs in order, counts
+        summing to len(framed); None: the encoder's own) -> requests, each under MAX_REQUEST_BYTES, with
         their record counts: one ResourceLogs per distinct Resource in a request, in order of first
-        appearance, the records of each in their order."""
-        groups: dict[bytes, list[bytes]] = {}
-        for resource, frame in items:
+        appearance, the records of each in their order. The work is per run, not per record."""
+        groups: dict[bytes | None, list[bytes]] = {}
+        start = 0
+        for resource, count in runs:
+            end = start + count
             group = groups.get(resource)
             if group is None:
-                groups[resource] = [frame]
+                groups[resource] = framed[start:end]
             else:
-                group.append(frame)
+                group += framed[start:end]
+            start = end
         requests: list[tuple[bytes, int]] = []
-        parts: list[bytes] = []
+        parts: list[bytes] = []  # the next request's, joined once (a copy of every byte costs)
         size = count = 0
-        for resource, framed in groups.items():
-            for piece, n in self._pieces(framed, resource):
-                if parts and size + len(piece) > MAX_REQUEST_BYTES:
+        for resource, records in groups.items():
+            for head, piece, piece_size in self._pieces(records, resource):
+                if parts and size + piece_size > MAX_REQUEST_BYTES:
                     requests.append((b"".join(parts), count))
                     parts, size, count = [], 0, 0
-                parts.append(piece)
-                size += len(piece)
-                count += n
+                parts.append(head)
+                parts += piece
+                size += piece_size
+                count += len(piece)
         if parts:
             requests.append((b"".join(parts), count))
         return requests

@@ -487,3 +487,17 @@ def test_every_record_is_accounted_for_exactly_once(script, never_succeeds, offe
     if not never_succeeds:
         assert s["dropped_shutdown"] == 0 and s["dropped_retry_exhausted"] == 0
     assert_no_payload_in(logs)
+
+
+def test_runs_reach_encode_in_memory():
+    from .test_delivery_spool import delivered, grouped_encode, records as named_records
+
+    sender = FakeSender()
+    exp = QueuedExporter("test", grouped_encode, sender, runs=True, max_batch=1000, flush_interval=0.01,
+                         log=lambda line: None)
+    exp.offer(named_records(3), [("a", 1), ("b", 2)])
+    exp.offer(named_records(2, 3), [("a", 2)])
+    exp.start()
+    exp.shutdown(5.0)
+    assert assert_accounted(exp.stats)["exported"] == 5
+    assert sorted(delivered(sender)) == ["a:secret-0", "a:secret-3", "a:secret-4", "b:secret-1", "b:secret-2"]

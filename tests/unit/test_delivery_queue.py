@@ -1,4 +1,4 @@
-"""BoundedQueue: a model-based test of its contents and drop counts, and take()'s waiting."""
+"""BoundedQueue: a model-based test of its contents, runs and drop counts, and take()'s waiting."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import time
 from collections import deque
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from otel_tcplife.delivery import BoundedQueue
+from otel_tcplife.delivery.queue import split_runs
+
+TAGS = (None, b"a", b"b")  # the same objects every time, as the pipeline's Resource fields are
+
+
+def expand(runs) -> list:
+    """Runs -> the tag of each item."""
+    assert all(count > 0 for _, count in runs)
+    return [tag for tag, count in runs for _ in range(count)]
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -25,14 +34,21 @@ class QueueModel(RuleBasedStateMachine):
     def create(self, capacity):
         self.queue = BoundedQueue(capacity)
         self.model: deque[int] = deque()
+        self.tags: dict[int, object] = {}  # item -> the tag it was put with
         self.capacity = capacity
         self.closed = False
 
-    @rule(count=st.integers(0, 12), as_tuple=st.booleans())
-    def put_many(self, count, as_tuple):
+    @rule(count=st.integers(0, 12), as_tuple=st.booleans(), data=st.data())
+    def put_many(self, count, as_tuple, data):
         items = list(range(self.next_item, self.next_item + count))
         self.next_item += count
-        dropped = self.queue.put_many(tuple(items) if as_tuple else items)
+        runs = None
+        if data.draw(st.booleans()):  # runs of tags, some of them empty
+            cuts = sorted(data.draw(st.lists(st.integers(0, count), max_size=4)))
+            bounds = [0, *cuts, count]
+            runs = [(data.draw(st.sampled_from(TAGS)), b - a) for a, b in zip(bounds, bounds[1:])]
+        self.tags.update(zip(items, expand([r for r in runs if r[1]]) if runs is not None else [None] * count))
+        dropped = self.queue.put_many(tuple(items) if as_tuple else items, runs)
         if self.closed:
             expected = count
         else:
@@ -42,11 +58,14 @@ class QueueModel(RuleBasedStateMachine):
                 self.model.popleft()
         assert dropped == expected
 
-    @rule(max_items=st.integers(1, 10))
-    def take(self, max_items):
-        taken = self.queue.take(max_items, 0)  # no wait: the model has no clock
+    @rule(max_items=st.integers(1, 10), with_runs=st.booleans())
+    def take(self, max_items, with_runs):
+        runs = [] if with_runs else None
+        taken = self.queue.take(max_items, 0, runs=runs)  # no wait: the model has no clock
         expected = [self.model.popleft() for _ in range(min(max_items, len(self.model)))]
         assert taken == expected
+        if with_runs:
+            assert expand(runs) == [self.tags[item] for item in taken]
 
     @rule()
     def close(self):
@@ -56,6 +75,9 @@ class QueueModel(RuleBasedStateMachine):
     @invariant()
     def same_contents(self):
         assert len(self.queue) == len(self.model) <= self.capacity
+        runs = list(map(tuple, self.queue._runs))
+        assert expand(runs) == [self.tags[item] for item in self.model]
+        assert all(a[0] is not b[0] for a, b in zip(runs, runs[1:]))  # one run per stretch of a tag
         assert self.queue.closed == self.closed
 
 
@@ -190,3 +212,17 @@ def test_on_take_is_told_what_was_taken_while_the_lock_is_held():
     assert queue.take(5, 0.01, on_take) == [3]
     assert queue.take(5, 0.01, on_take) == []  # nothing taken: not called
     assert seen == [(2, 1, False), (1, 0, False)]
+
+
+def test_runs_must_cover_the_items():
+    queue = BoundedQueue(10)
+    with pytest.raises(ValueError):
+        queue.put_many([1, 2, 3], [(b"a", 2)])
+    assert len(queue) == 0
+
+
+@given(st.lists(st.tuples(st.sampled_from(TAGS), st.integers(1, 5)), max_size=6), st.integers(0, 30))
+def test_split_runs(runs, count):
+    first, rest = split_runs(runs, count)
+    assert expand(first) + expand(rest) == expand(runs)
+    assert len(expand(first)) == min(count, len(expand(runs)))

@@ -443,3 +443,40 @@ def test_every_record_is_accounted_for_across_two_runs(script, never_succeeds, o
             assert set(seen) == set(records(offered))
     finally:
         shutil.rmtree(directory)
+
+
+def grouped_encode(items: list[str], runs) -> list[tuple[bytes, int]]:
+    """An encode with runs that regroups the records by tag (as WireEncoder.grouped_requests does), so
+    its requests do not hold the items in their order: "tag:record" lines, REQUEST_RECORDS a request."""
+    groups: dict = {}
+    start = 0
+    for tag, count in runs:
+        groups.setdefault(tag, []).extend(f"{tag}:{item}" for item in items[start:start + count])
+        start += count
+    lines = [line for group in groups.values() for line in group]
+    return [("\n".join(lines[i:i + REQUEST_RECORDS]).encode(), len(lines[i:i + REQUEST_RECORDS]))
+            for i in range(0, len(lines), REQUEST_RECORDS)]
+
+
+def test_requests_of_runs_too_big_for_a_small_spool_are_split_to_fit(tmp_path):
+    """With runs, encode's requests need not follow the items' order: halves of the whole batch."""
+    sender = FakeSender(then=RetryableError("UNAVAILABLE"))
+    logs: list[str] = []
+    spool = Spool(str(tmp_path), max_bytes=1000, fsync="never", full_policy="drop_newest", log=logs.append)
+    exp = QueuedExporter("test", grouped_encode, sender, log=logs.append, spool=spool, runs=True,
+                         retry=SLOW_RETRY, max_batch=50, max_in_flight=1, flush_interval=0.01)
+    items = records(50)
+    exp.offer(items[:20], [("a", 7), ("b", 13)])
+    exp.offer(items[20:], [("a", 30)])
+    exp.start()
+    exp.shutdown(0.2)
+    s = assert_accounted(exp.stats)
+    assert (s["spooled"], s["dropped"]) == (50, 0)
+
+    up = FakeSender()
+    again, _ = spooled_exporter(tmp_path, up, spool_options={"max_bytes": 1000})
+    again.start()
+    again.shutdown(5.0)
+    tags = ["a"] * 7 + ["b"] * 13 + ["a"] * 30
+    assert sorted(delivered(up)) == sorted(f"{tag}:{item}" for tag, item in zip(tags, items))
+    assert all(len(payload) <= 250 - spool_module.HEADER_BYTES for payload in up.delivered)

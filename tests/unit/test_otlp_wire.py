@@ -9,6 +9,8 @@ import os
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.sdk.resources import Resource
@@ -142,3 +144,56 @@ def test_small_and_empty_batches_are_one_request(signal):
     assert wire.requests([]) == [(proto_bytes(proto, signal, []), 0)]
     records, frames = records_and_frames(varied_sessions(50))
     assert wire.requests(frames[signal]) == [(proto_bytes(proto, signal, records), 50)]
+
+
+# --- grouped requests: each record under its own Resource, given as runs -------------------------
+
+OTHER = resource_proto(Resource.create({"service.name": "checkout", "process.pid": 42}))
+
+
+def grouped(frames: list[bytes], runs) -> list[tuple[bytes, int]]:
+    return WireEncoder(RESOURCE, SCOPE).grouped_requests(frames, runs)
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_grouped_requests_one_resource_field_per_resource_in_order_of_first_appearance(signal):
+    records, frames = records_and_frames(varied_sessions(20))
+    field = otlp_wire.resource_field(OTHER)
+    runs = [(field, 3), (None, 5), (field, 4), (None, 1), (field, 7)]  # None: the encoder's own Resource
+    at = [0, 3, 8, 12, 13, 20]
+    mine = [r for i, (tag, _) in enumerate(runs) if tag is None for r in records[at[i]:at[i + 1]]]
+    other = [r for i, (tag, _) in enumerate(runs) if tag is field for r in records[at[i]:at[i + 1]]]
+    expected = proto_bytes(ProtoEncoder(OTHER, SCOPE), signal, other) + proto_bytes(
+        ProtoEncoder(RESOURCE, SCOPE), signal, mine)  # a request is its ResourceLogs fields, one after another
+    assert grouped(frames[signal], runs) == [(expected, 20)]
+    # a Resource's runs merge whichever bytes object holds it
+    assert grouped(frames[signal], [(bytes(field), 3), *runs[1:]]) == [(expected, 20)]
+    assert grouped(frames[signal], [(None, 20)]) == WireEncoder(RESOURCE, SCOPE).requests(frames[signal])
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+@pytest.mark.parametrize("limit", [1500, 4096])
+def test_grouped_requests_are_split_under_the_limit(monkeypatch, signal, limit):
+    monkeypatch.setattr(otlp_wire, "MAX_REQUEST_BYTES", limit)
+    records, frames = records_and_frames(varied_sessions(120))
+    field = otlp_wire.resource_field(OTHER)
+    runs = [(field if i % 2 else None, 10) for i in range(12)]
+    requests = grouped(frames[signal], runs)
+    assert len(requests) > 1
+    assert all(0 < count and len(payload) <= limit for payload, count in requests)
+    assert sum(count for _, count in requests) == 120
+    # every record once, under its own Resource
+    message = (logs_service_pb2.ExportLogsServiceRequest if signal == "logs"
+               else trace_service_pb2.ExportTraceServiceRequest)
+    seen = {}
+    for payload, count in requests:
+        request = message.FromString(payload)
+        groups = request.resource_logs if signal == "logs" else request.resource_spans
+        assert count == sum(len(g.scope_logs[0].log_records if signal == "logs" else g.scope_spans[0].spans)
+                            for g in groups)
+        for g in groups:
+            items = g.scope_logs[0].log_records if signal == "logs" else g.scope_spans[0].spans
+            for item in items:
+                seen[item.span_id] = g.resource
+    expected_resource = {r.span_id: OTHER if (i // 10) % 2 else RESOURCE for i, r in enumerate(records)}
+    assert seen == expected_resource
