@@ -480,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="unreported storm seconds first, so every measured run starts with the same "
                              "TIME_WAIT backlog (default %(default)s, 0 for none)")
-    parser.add_argument("--agent", type=Path, default=DEFAULT_AGENT, help="agent executable (default %(default)s)")
+    parser.add_argument("--agent", type=Path, action="append", dest="agents",
+                        help=f"agent executable (default {DEFAULT_AGENT}); given more than once, every mode runs "
+                             "with each agent in every round (in turn, the order reversed every other round), "
+                             "rows labelled MODE#N for the Nth: an A/B comparison under the same conditions")
     parser.add_argument("--modes", "--format", default=",".join(MODE_NAMES), dest="modes",
                         help=f"comma-separated agent output modes, from {', '.join(MODE_NAMES)} (default all)")
     parser.add_argument("--ring-buffer-size", type=int, default=RING_BUFFER_BYTES,
@@ -510,9 +513,13 @@ def main(argv: list[str] | None = None) -> int:
             args.bracket_seconds = 20.0
     if args.bracket_seconds is not None and args.bracket_seconds < 0:
         parser.error("--bracket-seconds must not be negative (0: off)")
-    if not os.access(args.agent, os.X_OK):
-        print(f"bench: error: agent {args.agent} is not executable (run `make setup`)", file=sys.stderr)
-        return 1
+    agents: list[Path] = args.agents or [DEFAULT_AGENT]
+    if args.targets and len(agents) > 1:
+        parser.error("--targets takes one --agent")
+    for agent in agents:
+        if not os.access(agent, os.X_OK):
+            print(f"bench: error: agent {agent} is not executable (run `make setup`)", file=sys.stderr)
+            return 1
     all_modes = (agent_modes() if args.agent_defaults
                  else agent_modes(args.ring_buffer_size, args.queue_size, args.shutdown_timeout))
     names = [n.strip() for n in args.modes.split(",") if n.strip()]
@@ -538,7 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"otel-tcplife bench: kernel {platform.release()}, {os.cpu_count()} CPUs; storm: {args.workers} client + "
           f"{args.servers} server processes, 127.0.0.1:{storm_args['port']}, {args.payload_size} bytes each way, "
-          f"{args.seconds:g} s per run, {pace}; agent: {args.agent}, unfiltered, stdout to tmpfs")
+          f"{args.seconds:g} s per run, {pace}; agent: {agents[0] if len(agents) == 1 else 'several'}, unfiltered, "
+          f"stdout to tmpfs")
+    if len(agents) > 1:
+        for number, agent in enumerate(agents, 1):
+            print(f"  agent #{number}: {agent}")
     for mode in modes:
         endpoint = " --otlp-endpoint http://127.0.0.1:<sink port>" if mode.sink else ""
         print(f"  {mode.name}: otel-tcplife {' '.join(mode.agent_args)}{endpoint}")
@@ -546,17 +557,21 @@ def main(argv: list[str] | None = None) -> int:
         run_storm(**{**storm_args, "seconds": args.warmup})
     print(format_row([header for header, _, _ in COLUMNS]), flush=True)
 
-    rows: dict[str, list[list]] = {m.name: [] for m in modes}
-    runs: dict[str, list[tuple[float, dict]]] = {m.name: [] for m in modes}  # (untraced conn/s, traced) per round
+    # (label, agent, mode) per traced run of a round; the label is the mode's name, MODE#N with several agents.
+    variants = [(m.name if len(agents) == 1 else f"{m.name}#{n}", agent, m)
+                for m in modes for n, agent in enumerate(agents, 1)]
+    rows: dict[str, list[list]] = {label: [] for label, _, _ in variants}
+    runs: dict[str, list[tuple[float, dict]]] = {label: [] for label, _, _ in variants}  # (untraced, traced)
     paced: dict[str, list[dict]] = {m.name: [] for m in paced_modes}
     details: list[str] = []
 
-    def traced_run(mode: Mode, run_args: dict, label: str) -> dict:
-        traced = traced_storm(args.agent, mode, run_args, Path(workdir), exit_timeout)
+    def traced_run(mode: Mode, run_args: dict, label: str, agent: Path = agents[0], name: str = "") -> dict:
+        traced = traced_storm(agent, mode, run_args, Path(workdir), exit_timeout)
+        name = name or mode.name
         if traced["sink"] is not None:
-            details.append(otlp_detail(label, traced))
-        details.extend(f"  CHECK FAILED {mode.name} {label}: {text}" for text in checks(traced))
-        details.extend(f"  agent stderr {mode.name} {label}: {line}" for line in traced["stderr"][:20])
+            details.append(otlp_detail(f"{name} {label}" if name != mode.name else label, traced))
+        details.extend(f"  CHECK FAILED {name} {label}: {text}" for text in checks(traced))
+        details.extend(f"  agent stderr {name} {label}: {line}" for line in traced["stderr"][:20])
         return traced
 
     with tempfile.TemporaryDirectory(prefix="otel-tcplife-bench-", dir="/dev/shm") as workdir:
@@ -564,17 +579,21 @@ def main(argv: list[str] | None = None) -> int:
             baseline_args = {**storm_args, "seconds": args.bracket_seconds} if args.bracket_seconds else storm_args
             for round_no in range(1, args.rounds + 1):
                 bracket = Bracket(lambda: run_storm(**baseline_args)["conn_per_s"])
-                for mode in modes:
-                    traced = traced_run(mode, storm_args, f"round {round_no}")
-                    if args.bracket_seconds:  # the traced run's baseline: the untraced runs on either side
-                        baseline = bracket.baseline()
-                        details.append(f"  baseline {mode.name} round {round_no}: {baseline} (conn/s)")
-                    else:  # the round's one untraced run
-                        baseline = Baseline(bracket.before)
-                    runs[mode.name].append((baseline.conn_per_s, traced))
-                    row = row_values(mode.name, str(round_no), baseline.conn_per_s, traced)
-                    rows[mode.name].append(row)
-                    print(format_row(row), flush=True)
+                # With several agents, each mode's runs in turn, every other round in reverse order: neither
+                # agent always runs first after the untraced run, or last before the next mode.
+                ordered = [variants[i:i + len(agents)] for i in range(0, len(variants), len(agents))]
+                for group in ordered:
+                    for name, agent, mode in (group if round_no % 2 else reversed(group)):
+                        traced = traced_run(mode, storm_args, f"round {round_no}", agent, name)
+                        if args.bracket_seconds:  # the traced run's baseline: the untraced runs on either side
+                            baseline = bracket.baseline()
+                            details.append(f"  baseline {name} round {round_no}: {baseline} (conn/s)")
+                        else:  # the round's one untraced run
+                            baseline = Baseline(bracket.before)
+                        runs[name].append((baseline.conn_per_s, traced))
+                        row = row_values(name, str(round_no), baseline.conn_per_s, traced)
+                        rows[name].append(row)
+                        print(format_row(row), flush=True)
             if args.rounds > 1:
                 for name, mode_rows in rows.items():
                     medians = [median_or_none(column) for column in list(zip(*mode_rows))[2:]]
