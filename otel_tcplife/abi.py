@@ -6,16 +6,17 @@ the compiled object, so the two cannot drift apart silently.
 
 from __future__ import annotations
 
+import functools
 import operator
 import socket
 import struct
-from typing import Callable
+from typing import Callable, Iterable
 
 TASK_COMM_LEN = 16
 MAX_PORTS = 16
 
 # enum owner
-OWNER_NONE, OWNER_CONNECT, OWNER_ACCEPT, OWNER_CLOSE = 0, 1, 2, 3
+OWNER_NONE, OWNER_CONNECT, OWNER_ACCEPT, OWNER_CLOSE, OWNER_HOLDER = 0, 1, 2, 3, 4
 # enum role
 ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
 # enum closer
@@ -23,6 +24,8 @@ CLOSED_BY_NONE, CLOSED_BY_LOCAL, CLOSED_BY_PEER = 0, 1, 2
 # enum reset
 RESET_NONE, RESET_SENT, RESET_RECEIVED = 0, 1, 2
 NO_PARENT = bytes(8)  # struct span_ids' parent_span_id of a root span
+# enum event_flags
+EVENT_START_UNKNOWN = 1
 # enum counter
 COUNTER_LOST, COUNTER_UNTRACKED, NR_COUNTERS = 0, 1, 2
 
@@ -48,7 +51,8 @@ EVENT_FIELDS = (
     ("retransmits", "I"),
     ("closed_by", "B"),
     ("reset", "B"),
-    ("reserved", "2x"),  # padding: no value in the tuples
+    ("flags", "B"),  # EVENT_* bits
+    ("reserved", "x"),  # padding: no value in the tuples
     ("cgroup_id", "Q"),
     ("start_ns", "Q"),
     ("span_ids", "32s"),  # struct span_ids: trace id (16), span id (8), parent span id (8, zeros: none)
@@ -62,15 +66,64 @@ EVENT_CODES = dict(EVENT_FIELDS)  # name -> struct code: its C type, so the rang
 EVENT_TARGET = ", ".join(EVENT_NAMES)
 
 
+def event_fields(names: Iterable[str]) -> tuple[str, ...]:
+    """The event fields named, in struct event's order: the fields of event tuples read for just
+    those (event_struct). Unknown names: ValueError."""
+    wanted = set(names)
+    unknown = wanted - set(EVENT_NAMES)
+    if unknown:
+        raise ValueError(f"no such event fields: {', '.join(sorted(unknown))}")
+    return tuple(name for name in EVENT_NAMES if name in wanted)
+
+
+@functools.lru_cache(maxsize=None)
+def event_struct(fields: tuple[str, ...] = EVENT_NAMES) -> struct.Struct:
+    """struct event read for `fields` only (event_fields' order): the other fields are skipped as pad
+    bytes, so its tuples hold just these. The reader unpacks what the outputs use: each field costs
+    an object per event, used or not."""
+    if event_fields(fields) != fields:
+        raise ValueError(f"event fields out of struct order: {fields}")
+    return struct.Struct("<" + "".join(code if name in fields or code.endswith("x") else f"{struct.calcsize(code)}x"
+                                       for name, code in EVENT_FIELDS))
+
+
 def pack_event(**fields) -> bytes:
-    """The bytes of struct event, from every field by name (tests and benchmarks)."""
+    """The bytes of struct event, from every field by name (tests and benchmarks); flags default to 0."""
+    fields = {"flags": 0, **fields}
     return EVENT.pack(*(fields[name] for name in EVENT_NAMES))
 
 
-def event_getter(*names: str) -> Callable[[tuple], tuple]:
-    """event tuple -> the named fields' values, in the order asked for (two names or more: a tuple)."""
-    return operator.itemgetter(*(EVENT_NAMES.index(name) for name in names))
+def event_getter(*names: str, fields: tuple[str, ...] = EVENT_NAMES) -> Callable[[tuple], tuple]:
+    """event tuple (of these fields) -> the named fields' values, in the order asked for (two names or
+    more: a tuple)."""
+    return operator.itemgetter(*(fields.index(name) for name in names))
 
+
+# struct pin_state: the reader's place in a pinned ring buffer (probe/pins.py)
+PIN_STATE_FIELDS = (
+    ("commit_pos", "Q"),
+    ("commit_seq", "Q"),
+    ("handed_seq", "Q"),
+    ("starts", "Q"),
+    ("lost_seen", "Q"),
+    ("untracked_seen", "Q"),
+)
+PIN_STATE = struct.Struct("<" + "".join(code for _, code in PIN_STATE_FIELDS))
+
+# struct sock_info (bpf/tcplife.bpf.c): not read by user space, but a pinned socket table outlives
+# the agent, so its layout is part of what the pins' version names.
+SOCK_INFO_FIELDS = (
+    ("birth_ns", "Q"),
+    ("pid", "I"),
+    ("states", "I"),
+    ("owner", "B"),
+    ("reset", "B"),
+    ("flags", "B"),
+    ("comm", f"{TASK_COMM_LEN}s"),
+    ("_pad", "5x"),
+    ("cgroup_id", "Q"),
+    ("start_ns", "Q"),
+)
 
 # struct probe_config
 PROBE_CONFIG_FIELDS = (

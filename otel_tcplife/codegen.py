@@ -384,14 +384,15 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
 # --- the loop --------------------------------------------------------------------------------------
 
 def loop_source(name: str, arguments: str, values: Values, setup: list[str], per_event: list[str],
-                record: list[str], after: list[str]) -> str:
+                record: list[str], after: list[str], fields: tuple[str, ...] = abi.EVENT_NAMES) -> str:
     """def name(caches, arguments): setup; for each event: values' lines, per_event, record; after.
-    Every event field is a local of the loop, by its abi name. A value's local may not have the name
-    of one the output's own code uses (a Computed named `end`, say): ValueError."""
+    The events are tuples of `fields` (abi.event_struct), each a local of the loop by its abi name;
+    the loop may read no other event field. A value's local may not have the name of one the output's
+    own code uses (a Computed named `end`, say). Either: ValueError."""
     lines = [f"def {name}(caches, {arguments}):",
              *indent(values.cache_lines()),
              *indent(setup),
-             f"    for {abi.EVENT_TARGET} in events:",
+             f"    for {', '.join(fields)}{',' if len(fields) == 1 else ''} in events:",
              *indent(values.lines, 2),
              *indent(per_event, 2),
              *indent(record, 2),
@@ -403,7 +404,17 @@ def loop_source(name: str, arguments: str, values: Values, setup: list[str], per
     clash = sorted(local for local in values.names() if assigned[local] > 1 or local in arguments)
     if clash:
         raise ValueError(f"generated {name}: {', '.join(clash)} named both by a value and by the output's code")
+    missing = set(event_fields_read(source)) - set(fields)
+    if missing:
+        raise ValueError(f"generated {name} reads event fields its events do not hold: {', '.join(sorted(missing))}")
     return source
+
+
+def event_fields_read(source: str) -> tuple[str, ...]:
+    """The event fields a generated loop reads (in struct event's order): what its events must hold."""
+    return abi.event_fields({node.id for node in ast.walk(ast.parse(source))
+                             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                             and node.id in abi.EVENT_NAMES})
 
 
 def _assigned_names(statements: list[ast.stmt]):
@@ -425,8 +436,35 @@ class Generated:
     source: str
     caches: dict[str, Callable]
 
+    @property
+    def fields_read(self) -> tuple[str, ...]:
+        """The event fields the function reads: the least its events can hold."""
+        return event_fields_read(self.source)
+
     def new_caches(self, names) -> dict:
         return {name: make(names) for name, make in self.caches.items()}
+
+
+class GeneratedEncoder:
+    """An output's encoder: a loop generated for its table of attributes and the fields its events
+    hold (make(attributes, fields=...), cached per table), with caches of its own."""
+
+    def __init__(self, make: Callable[..., Generated], attributes: tuple[Attribute, ...] | None, names) -> None:
+        self._make = make
+        self.attributes = contract.attributes() if attributes is None else attributes
+        self.names = names
+        self.read_fields(abi.EVENT_NAMES)
+
+    @property
+    def fields_read(self) -> tuple[str, ...]:
+        """The event fields this encoder needs its events to hold."""
+        return self.generated.fields_read
+
+    def read_fields(self, fields: tuple[str, ...]) -> None:
+        """Take events of these fields from now on (tuples of abi.event_struct(fields)): the probe reads
+        only what the outputs use."""
+        self.generated = self._make(self.attributes, fields=fields)
+        self.caches = self.generated.new_caches(self.names)
 
 
 def generated_filename(module: str, name: str) -> str:

@@ -38,6 +38,8 @@ from .stdout_guard import StdoutGuard
 # Backoff between retries stays short: a collector that is back is found within
 # seconds (a success also ends the other requests' waits at once).
 RETRY_MAX_INTERVAL = 5.0
+# What identity.ProcessResources resolves an owner by: the owner as the kernel saw it.
+OWNER_FIELDS = ("pid", "comm", "start_ns", "cgroup_id")
 
 
 class Pipeline:
@@ -56,6 +58,9 @@ class Pipeline:
         self._locks: list[int] = []  # spool directory locks, held until exit
         self.stdout_guard = StdoutGuard(exporting=bool(config.otlp), warn=log.warn)
         self.stats.stdout_dropped = lambda: self.stdout_guard.dropped
+        self._probe = None  # a pinned probe: see bind_probe
+        self._shut = False
+        self.identity = None  # identity.ProcessResources, with --resource process
         if config.format == "table" and not config.otlp:
             return
         # One clock and one set of ids per session, whichever outputs share them.
@@ -67,13 +72,12 @@ class Pipeline:
 
         agent = agent_attributes()
         # Whose Resource a record carries: its process's (grouped per batch), or the agent's.
-        self.identity = None
         if config.resource == "process":
             from .identity import ProcessResources
 
             self.identity = ProcessResources(agent, names)
         # The owner as the kernel saw it: identity.ProcessResources resolves it once per process.
-        self._owner = abi.event_getter("pid", "comm", "start_ns", "cgroup_id")
+        self._owner = abi.event_getter(*OWNER_FIELDS)
         if config.format == "ndjson":
             from .output.ndjson import NdjsonEncoder, resource_tail
 
@@ -147,16 +151,83 @@ class Pipeline:
         return Spool(directory, max_bytes=settings.max_bytes // signals, fsync=settings.fsync,
                      full_policy=settings.full_policy, log=log.named(f"{signal} spool"))
 
+    # -- durability: when the probe may release what it read (a pinned ring buffer) ------------
+
+    def bind_probe(self, probe) -> None:
+        """Commits the probe's reads once durable in every output that keeps them: stdout (its
+        formats write and flush each batch before the next read) and each signal's spool (appended,
+        in the spooler thread: Spool.on_append). The other outputs (journald, OTLP without a spool)
+        keep nothing across a restart: their batches commit at once. Each output first says which
+        records it is about to make durable (probe.hand): those are duplicates if read again."""
+        if not getattr(probe, "pinned", False):
+            return
+        self._probe = probe
+        self._stdout_durable = self.config.format in ("table", "ndjson", "otlp-json", "otlp-json-traces")
+        self._stdout_seq = probe.read_seq
+        base = probe.read_seq
+        self._spool_frontiers = []
+        for signal, exporter in self.exporters.items():
+            spool = getattr(exporter, "_spool", None)
+            if spool is None:
+                continue
+            appended = [0]
+            stats = exporter.stats
+
+            # Records leave the memory queue in order: into the spool, or dropped from a full queue.
+            def frontier(appended=appended, stats=stats) -> int:
+                return base + appended[0] + stats.dropped_queue_full
+
+            def on_append(count: int, done: bool, appended=appended, frontier=frontier) -> None:
+                if not done:
+                    probe.hand(frontier() + count)
+                else:
+                    appended[0] += count
+                    self._commit()
+
+            spool.on_append = on_append
+            self._spool_frontiers.append(frontier)
+
+    def _before_stdout(self) -> None:
+        if self._probe is not None and self._stdout_durable:
+            self._probe.hand(self._probe.read_seq)
+
+    def handled(self) -> None:
+        """The batch just read went through handle(): what is durable now is committed."""
+        if self._probe is None:
+            return
+        self._stdout_seq = self._probe.read_seq
+        self._commit()
+
+    def _commit(self) -> None:
+        probe = self._probe
+        seq = self._stdout_seq if self._stdout_durable or not self._spool_frontiers else probe.read_seq
+        for frontier in self._spool_frontiers:
+            seq = min(seq, frontier())
+        probe.commit(seq)
+
     def start(self) -> None:
         if self.table:
             self.stdout_guard.write(self.table.write_header, 0)
         for exporter in self.exporters.values():
             exporter.start()
 
+    def read_fields(self) -> tuple[str, ...]:
+        """The event fields the outputs read (and the owner, with --resource process), in struct order:
+        the probe then unpacks only these (abi.event_struct), and the outputs take such events."""
+        outputs = [o for o in (self.table, self.ndjson, self.otlp_json, self.journald, self.frames) if o]
+        fields = abi.event_fields({name for o in outputs for name in o.fields_read}
+                                  | (set(OWNER_FIELDS) if self.identity else set()))
+        for output in outputs:
+            output.read_fields(fields)
+        if self.identity:
+            self._owner = abi.event_getter(*OWNER_FIELDS, fields=fields)
+        return fields
+
     def handle(self, events: list[tuple]) -> None:
         self.stats.sessions_observed += len(events)
         guard = self.stdout_guard
         if self.table:
+            self._before_stdout()
             guard.write(lambda: self.table.write(events), len(events))
         if self.ndjson is None and self.otlp_json is None and self.journald is None and self.frames is None:
             return
@@ -202,11 +273,15 @@ class Pipeline:
                 traces.offer(spans, runs)
 
     def _write(self, chunks) -> None:
+        self._before_stdout()
         self.stdout.writelines(chunks)
         self.stdout.flush()
 
     def shutdown(self) -> None:
         """Flush the exporters and journald's queue within the deadline (in parallel), then close the channels."""
+        if self._shut:
+            return
+        self._shut = True
         timeout = self.config.delivery.shutdown_timeout
         threads = [threading.Thread(target=e.shutdown, args=(timeout,)) for e in self.exporters.values()]
         if self.journal:

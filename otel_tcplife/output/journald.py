@@ -33,8 +33,8 @@ from .. import abi, contract, session
 from ..abi import address_text, comm_text
 from ..caches import Formatted, port_cache
 from ..codegen import (
-    ROLES, Generated, Item, Values, event_expression, fstring, generate, identifier, indent, literal, local_name,
-    loop_source, role_items, role_switch,
+    ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, fstring, generate, identifier, indent,
+    literal, local_name, loop_source, role_items, role_switch,
 )
 from ..contract import DOUBLE, DURATION_MS, ERROR_NAME, PROCESS_FACTS, Computed, Constant, Field, Lookup
 from ..enrich import ProcessNames
@@ -169,7 +169,8 @@ PARENT_FIELD = 'parent = f"PARENT_SPAN_ID={hex_ids[48:]}\\n" if span_ids[24:] !=
 
 
 @functools.lru_cache(maxsize=None)
-def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
+def generated_encoder(attributes: tuple[contract.Attribute, ...],
+                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
     """The loop writing a chunk's entries for a table of attributes (made once per table)."""
     values = JournaldValues()
     error_text = values.cache("error_text", lambda names: Formatted(ERROR_NAME.function))
@@ -197,7 +198,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
                "append = entries.append"],
         per_event=["hex_ids = span_ids.hex()"],
         record=role_switch(branches),
-        after=["return entries"])
+        after=["return entries"], fields=fields)
     return generate("encode_entries", source, values, {"body_text": body_text, "field": field,
                                                        "NO_PARENT": abi.NO_PARENT}, __name__)
 
@@ -205,14 +206,12 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
 
 
-class JournaldEncoder:
+class JournaldEncoder(GeneratedEncoder):
     def __init__(self, resource_fields: str = "", names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
         """resource_fields: the Resource's attributes as fields (resource_fields())."""
+        super().__init__(generated_encoder, attributes, names or ProcessNames())
         self.resource = resource_fields
-        self.names = names or ProcessNames()
-        self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
-        self.caches = self.generated.new_caches(self.names)
 
     def encode(self, events: Sequence[tuple], resource: str | None = None) -> Iterator[list[bytes]]:
         """The entries for events (abi.EVENT tuples), made and yielded CHUNK_ENTRIES at a time;

@@ -23,8 +23,8 @@ import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    Generated, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal, loop_source, role_items,
-    role_switch,
+    Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal,
+    loop_source, role_items, role_switch,
 )
 from ..enrich import ProcessNames
 
@@ -74,14 +74,15 @@ LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothin
 
 
 @functools.lru_cache(maxsize=None)
-def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
+def generated_encoder(attributes: tuple[contract.Attribute, ...],
+                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
     """The loop writing a chunk's lines for a table of attributes (made once per table)."""
     values = JsonValues()
     branches = {}
     for branch, items in role_items(attributes).items():
         server = branch == "server"
-        parts = [*LINE_HEAD, "{parent}" if server else "", *json_parts(items, values, attribute_text, ",", leading=True),
-                 LINE_TAIL]
+        parts = [*LINE_HEAD, "{parent}" if server else "",
+                 *json_parts(items, values, attribute_text, ",", leading=True), LINE_TAIL]
         pieces, line = fstring(parts, "line")
         branches[branch] = [*([PARENT] if server else []), *pieces, "append(", *indent(line), ")"]
     source = loop_source(
@@ -93,20 +94,18 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
                    "start = str(birth_ns + offset)",
                    "hex_ids = span_ids.hex()"],
         record=role_switch(branches),
-        after=['return "".join(lines).encode()'])
+        after=['return "".join(lines).encode()'], fields=fields)
     return generate("encode_chunk", source, values, {"NO_PARENT": abi.NO_PARENT}, __name__)
 
 
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
 
 
-class NdjsonEncoder:
+class NdjsonEncoder(GeneratedEncoder):
     def __init__(self, names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        self.names = names or ProcessNames()
+        super().__init__(generated_encoder, attributes, names or ProcessNames())
         self.rfc3339 = Rfc3339()
-        self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
-        self.caches = self.generated.new_caches(self.names)
 
     def encode(self, events: Sequence[tuple], offset: int, tail: str = "") -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk

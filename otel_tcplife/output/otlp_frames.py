@@ -25,8 +25,8 @@ from .. import abi, contract, session
 from ..abi import address_text, comm_text
 from ..caches import Formatted, port_cache
 from ..codegen import (
-    ROLES, Generated, Item, Values, event_expression, generate, identifier, indent, local_name, loop_source, role_items,
-    role_switch,
+    ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, generate, identifier, indent, local_name,
+    loop_source, role_items, role_switch,
 )
 from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, Lookup
 from ..enrich import ProcessNames
@@ -264,7 +264,8 @@ NAMESPACE = {
 
 
 @functools.lru_cache(maxsize=None)
-def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
+def generated_encoder(attributes: tuple[contract.Attribute, ...],
+                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
     """The loop framing a batch's log records and spans for a table of attributes (made once per table)."""
     values = PieceValues()
     branches = {}
@@ -303,19 +304,17 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...]) -> Generated:
                 "else:",
                 '    status = b""',
                 *RECORD_LINES],
-        after=["return log_out, span_out"])
+        after=["return log_out, span_out"], fields=fields)
     return generate("encode", source, values, {**NAMESPACE, **values.namespace}, __name__)
 
 
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
 
 
-class SessionFrames:
+class SessionFrames(GeneratedEncoder):
     def __init__(self, names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        self.names = names or ProcessNames()
-        self.generated = generated_encoder(contract.attributes() if attributes is None else attributes)
-        self.caches = self.generated.new_caches(self.names)
+        super().__init__(generated_encoder, attributes, names or ProcessNames())
 
     def encode(self, events: Sequence[tuple], offset: int, observed: int,
                logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:

@@ -20,8 +20,8 @@ import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    ROLES, Generated, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal, loop_source, role_items,
-    role_switch,
+    ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal,
+    loop_source, role_items, role_switch,
 )
 from ..contract import DURATION_MS, ERROR_NAME, Field
 from ..enrich import ProcessNames
@@ -82,7 +82,8 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
 
 
 @functools.lru_cache(maxsize=None)
-def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str) -> Generated:
+def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
+                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
     """The loop writing a piece's log records or spans for a table of attributes (made once per table)."""
     values = JsonValues()
     items = role_items(attributes)
@@ -103,7 +104,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str) -
                "append = items.append"],
         per_event=["hex_ids = span_ids.hex()", *per_event],
         record=role_switch(branches),
-        after=["return items"])
+        after=["return items"], fields=fields)
     return generate("encode_records", source, values, {"body_text": body_text, "NO_PARENT": abi.NO_PARENT},
                     __name__, signal)
 
@@ -112,19 +113,17 @@ for _signal in SIGNALS:  # the default table's, made as the module loads
     generated_encoder(contract.attributes(), _signal)
 
 
-class OtlpJsonEncoder:
+class OtlpJsonEncoder(GeneratedEncoder):
     def __init__(self, resource: dict, scope: dict, signal: str = "logs", names: ProcessNames | None = None,
                  attributes: tuple[contract.Attribute, ...] | None = None) -> None:
         """resource: the Resource of every record, unless encode_groups is given others (resource_json())."""
+        super().__init__(functools.partial(generated_encoder, signal=signal), attributes, names or ProcessNames())
         self.signal = signal
-        self.names = names or ProcessNames()
         self.resource = _json(resource)
         self._open = ('{"resourceLogs":[' if signal == "logs" else '{"resourceSpans":[')
         self._group = ('{"resource":%s,"scopeLogs":[{"scope":' if signal == "logs"
                        else '{"resource":%s,"scopeSpans":[{"scope":') + _json(scope) + (
                            ',"logRecords":[' if signal == "logs" else ',"spans":[')
-        self.generated = generated_encoder(contract.attributes() if attributes is None else attributes, signal)
-        self.caches = self.generated.new_caches(self.names)
 
     def encode(self, events: Sequence[tuple], offset: int, observed: int) -> Iterator[bytes]:
         """One line for the events (abi.EVENT tuples), all of the encoder's Resource, nothing for none.

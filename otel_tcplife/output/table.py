@@ -4,11 +4,12 @@ session's wire facts in extra columns after MS.
 Rows are made straight from the probe's event tuples, column by column from caches of
 formatted text: a row is nine lookups. One %-format per row of decoded Sessions took twice the
 time. The loop over the events names their fields as abi.py does (it is compiled from ROW_LOOP
-when the module loads, its target abi.EVENT_TARGET).
+for the fields the events hold: row_function).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Sequence, TextIO
 
@@ -44,7 +45,8 @@ EXTENDED_MS = {"default": ("%-9s", "%-9.2f"), "wide": ("%-9s", "%-9.2f"), "csv":
 ALIGNED_COLUMNS = (" %8s", " %9s", " %7s", " %-9s", " %-8s", " %s")
 EXTENDED_COLUMNS = {"default": (ALIGNED_COLUMNS, "-"), "wide": (ALIGNED_COLUMNS, "-"), "csv": ((",%s",) * 6, "")}
 
-# The hot path: one loop of cache lookups, no call per row. EVENT_FIELDS becomes abi.EVENT_TARGET.
+# The hot path: one loop of cache lookups, no call per row. EVENT_FIELDS becomes the fields the
+# events hold (row_function).
 ROW_LOOP = """\
 def rows(events, processes, v4, v6, ports, kilobytes, milliseconds, extended):
     lines = []
@@ -56,13 +58,23 @@ def rows(events, processes, v4, v6, ports, kilobytes, milliseconds, extended):
                f"{kilobytes[tx_bytes // 1024]}{kilobytes[rx_bytes // 1024]}"
                f"{milliseconds[(close_ns - birth_ns) // 1000]}"EXTENDED)
     return lines
-""".replace("EVENT_FIELDS", abi.EVENT_TARGET)
-rows = compile_function(ROW_LOOP.replace("EXTENDED", ""), "rows", {}, generated_filename(__name__, "rows"))
+"""
 EXTENDED_PARTS = ('\n               f"{rtts[srtt_us]}{min_rtts[rtt_min_us]}{retransmit_counts[retransmits]}"'
                   '\n               f"{closers[closed_by]}{resets[reset]}{states[oldstate]}"')
-rows_extended = compile_function(ROW_LOOP.replace("EXTENDED", EXTENDED_PARTS), "rows", {},
-                                 generated_filename(__name__, "rows_extended"))
-close_ns = abi.event_getter("close_ns")
+# The event fields the rows show; with -x, these too.
+ROW_FIELDS = abi.event_fields(("pid", "comm", "family", "saddr", "sport", "daddr", "dport", "tx_bytes", "rx_bytes",
+                               "birth_ns", "close_ns"))
+EXTENDED_FIELDS = abi.event_fields(("srtt_us", "rtt_min_us", "retransmits", "closed_by", "reset", "oldstate"))
+
+
+@functools.lru_cache(maxsize=None)
+def row_function(extended: bool, fields: tuple[str, ...] = abi.EVENT_NAMES) -> Callable:
+    """The loop making rows (with -x: extended) from events holding these fields."""
+    source = ROW_LOOP.replace("EVENT_FIELDS", ", ".join(fields)).replace("EXTENDED", EXTENDED_PARTS if extended else "")
+    return compile_function(source, "rows", {}, generated_filename(__name__, "rows_extended" if extended else "rows"))
+
+
+row_function(False), row_function(True)  # made as the module loads
 
 
 class TableWriter:
@@ -81,6 +93,13 @@ class TableWriter:
         self.milliseconds = Formatted(lambda us: ms % (us / 1000))  # the classic float(us) / 1000
         self.extended = self._extended_columns() if style.extended else (None,) * 6
         self.first_close_us: int | None = None
+        self.fields_read = abi.event_fields(ROW_FIELDS + (EXTENDED_FIELDS if style.extended else ()))
+        self.read_fields(abi.EVENT_NAMES)
+
+    def read_fields(self, fields: tuple[str, ...]) -> None:
+        """Take events of these fields from now on (tuples of abi.event_struct(fields))."""
+        self._rows = row_function(self.style.extended, fields)
+        self._close_ns = abi.event_getter("close_ns", fields=fields)
 
     def _extended_columns(self) -> tuple[Formatted, ...]:
         """-x: caches of the extra columns' text, each by the event field it shows."""
@@ -116,10 +135,10 @@ class TableWriter:
         if not events:
             return
         v4, v6 = (self.ip4, self.ipv4), (self.ip6, self.ipv6)  # per family: IP column, address cache
-        make_rows = rows_extended if self.style.extended else rows
-        lines = make_rows(events, self.processes, v4, v6, self.ports, self.kilobytes, self.milliseconds, self.extended)
+        lines = self._rows(events, self.processes, v4, v6, self.ports, self.kilobytes, self.milliseconds, self.extended)
         if self.style.wall_time or self.style.timestamp:
             clock = time.strftime("%H:%M:%S")  # one reading per batch
+            close_ns = self._close_ns
             lines = [self._prefix(close_ns(event), clock) + line for event, line in zip(events, lines)]
         lines.append("")
         self.stream.write("\n".join(lines))

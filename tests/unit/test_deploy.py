@@ -171,7 +171,7 @@ def test_the_containerfile_build_stage_has_every_package_make_install_wants():
     stages = CONTAINERFILE.read_text().split("\nFROM ")
     build = stages[0] if "AS build" in stages[0] else next(s for s in stages if "AS build" in s)
     installed = set(re.search(r"apt-get install[^\n]*\\\n(.*?)\\\n", build, re.S).group(1).split())
-    assert set(makefile_variable("APT_PACKAGES").split()) <= installed
+    assert set(makefile_variable("BASE_PACKAGES").split()) <= installed
     runtime = stages[-1]
     assert {"python3", "libbpf1", "ca-certificates"} <= set(
         re.search(r"apt-get install[^\n]*\\\n(.*?)\\\n", runtime, re.S).group(1).split())
