@@ -18,6 +18,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define E2BIG 7
 
 /* TCP states (include/net/tcp_states.h); a stable kernel ABI. */
 enum {
@@ -44,6 +45,7 @@ struct sock_info {
 	__u32 states;   /* STATE() bit of every state entered */
 	__u8 owner;     /* enum owner */
 	__u8 reset;     /* enum reset: the first one seen by the reset tracepoints */
+	__u8 flags;     /* EVENT_* bits, copied into the event */
 	char comm[TASK_COMM_LEN];
 	__u64 cgroup_id;  /* the owner's, taken with pid and comm */
 	__u64 start_ns;   /* the owner's start (boot-time ns), against pid reuse */
@@ -68,6 +70,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* The reader's place in `events`, pinned with it (struct pin_state); only user space uses it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pin_state);
+} agent_state SEC(".maps");
+
+/* Local ports of listening sockets, filled by the socket iterator before it meets the others. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} listen_ports SEC(".maps");
 
 /*
  * A field of a kernel object. tp_btf hands the program a socket pointer whose type the
@@ -340,6 +358,7 @@ static __always_inline void report_close(struct sock *sk, __u64 key, struct sock
 	e->error = FIELD(direct, sk, sk_err);
 	e->reset = session_reset(info, oldstate, sk_flags, e->error);
 	e->closed_by = closed_by(states, e->reset);
+	e->flags = info->flags;
 	e->reserved = 0;
 	e->sport = sport;
 	e->dport = dport;
@@ -485,6 +504,149 @@ int sys_exit_accept(struct syscall_exit_ctx *ctx)
 {
 	return handle_accept(ctx->ret);
 }
+
+/*
+ * Sessions open before tracing: run once by the agent at start (user space reads each iterator
+ * to its end), after the tracepoints are attached. The bcc backend has no iterators: it defines
+ * TCPLIFE_NO_ITER, and its generator drops these programs.
+ */
+#ifndef TCPLIFE_NO_ITER
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+struct bpf_iter_meta {
+	void *seq;
+};
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+};
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
+};
+
+/* Fields of kernel structs only the iterators read (CO-RE ignores the ___iter suffix). */
+struct sock_common___iter {
+	unsigned char skc_state;
+	__u16 skc_num;
+};
+
+struct kernfs_node___iter {
+	__u64 id;
+};
+
+struct cgroup___iter {
+	struct kernfs_node___iter *kn;
+};
+
+struct css_set___iter {
+	struct cgroup___iter *dfl_cgrp;
+};
+
+struct task_struct___iter {
+	int tgid;
+	char comm[TASK_COMM_LEN];
+	struct css_set___iter *cgroups;
+	struct task_struct *group_leader;
+};
+#pragma clang attribute pop
+
+/*
+ * iter/tcp: every TCP socket, listening ones first (the kernel walks the listening hash before
+ * the established one), so a socket's role is known from its local port when it comes.
+ *
+ * A socket in a state that has a session (SYN_SENT, ESTABLISHED and the closing states) enters
+ * the table with BPF_NOEXIST, as started at an unknown time: one the tracepoints already track
+ * (seen from its handshake, or by an earlier agent through the pins) keeps its entry, whoever
+ * comes first. Races: the kernel runs this program with the socket locked (lock_sock_fast) and
+ * skips it once unhashed, so its state cannot move meanwhile. A socket that closes before the
+ * walk reaches it is not in the walk; one that closes after its entry is made is reported by
+ * the CLOSE tracepoint (attached before the walk), which deletes the entry; one that does a
+ * handshake meanwhile gets its entry from SYN_SENT/SYN_RECV, which the walk then leaves alone
+ * (a SYN_RECV child is hashed only after its SYN_RECV tracepoint). So each session is in the
+ * table once, and reported once.
+ */
+SEC("iter/tcp")
+int find_sockets(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *sk_common = ctx->sk_common;
+	struct sock_common___iter *skc = (void *)sk_common;
+	struct sock_info found = {};
+	__u8 one = 1;
+	__u64 key;
+	__u32 port;
+	int state;
+
+	if (!sk_common || !bpf_skc_to_tcp_sock(sk_common))  /* request and time-wait sockets */
+		return 0;
+	state = BPF_CORE_READ(skc, skc_state);
+	port = BPF_CORE_READ(skc, skc_num);
+	if (state == TCP_LISTEN) {
+		bpf_map_update_elem(&listen_ports, &port, &one, BPF_ANY);
+		return 0;
+	}
+	switch (state) {
+	case TCP_SYN_SENT:
+		found.states = STATE(TCP_SYN_SENT);
+		break;
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSING:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+		/* The states it went through that the byte counts depend on (read_payload_bytes). */
+		found.states = STATE(TCP_ESTABLISHED) | STATE(state);
+		if (state == TCP_FIN_WAIT2 || state == TCP_CLOSING)
+			found.states |= STATE(TCP_FIN_WAIT1);
+		if (state == TCP_LAST_ACK)
+			found.states |= STATE(TCP_CLOSE_WAIT);
+		found.states |= bpf_map_lookup_elem(&listen_ports, &port) ? STATE(TCP_SYN_RECV) : STATE(TCP_SYN_SENT);
+		break;
+	default:
+		return 0;
+	}
+	found.birth_ns = bpf_ktime_get_ns();
+	found.flags = EVENT_START_UNKNOWN;
+	key = (__u64)skc;
+	if (bpf_map_update_elem(&socks, &key, &found, BPF_NOEXIST) == -E2BIG)
+		count(COUNTER_UNTRACKED);
+	return 0;
+}
+
+/*
+ * iter/task_file: every open file of every process; a socket found by find_sockets gets the
+ * first process seen holding it as its owner (skipped once it has one, e.g. from a close()).
+ */
+SEC("iter/task_file")
+int find_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct___iter *task = (void *)ctx->task;
+	struct file *file = ctx->file;
+	struct sock_info *info;
+	struct socket *sock;
+	__u64 key;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	key = (__u64)BPF_CORE_READ(sock, sk);
+	info = bpf_map_lookup_elem(&socks, &key);
+	if (!info || !(info->flags & EVENT_START_UNKNOWN) || info->pid)
+		return 0;
+	info->pid = BPF_CORE_READ(task, tgid);
+	info->owner = OWNER_HOLDER;
+	BPF_CORE_READ_STR_INTO(&info->comm, task, comm);
+	info->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	info->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	return 0;
+}
+#endif /* TCPLIFE_NO_ITER */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

@@ -16,6 +16,7 @@ enum owner {
 	OWNER_CONNECT = 1,  /* task that called connect() (SYN_SENT) */
 	OWNER_ACCEPT = 2,   /* task that accepted the connection */
 	OWNER_CLOSE = 3,    /* task that called close()/shutdown() (FIN_WAIT1 / LAST_ACK) */
+	OWNER_HOLDER = 4,   /* a process holding the socket, found at an agent's start (iterators) */
 };
 
 enum role {
@@ -36,6 +37,13 @@ enum reset {
 	RESET_NONE = 0,
 	RESET_SENT = 1,
 	RESET_RECEIVED = 2,
+};
+
+/* struct event's flags. */
+enum event_flags {
+	/* Found established by the socket iterator at an agent's start: its birth, the handshake
+	 * and the owner's connect()/accept() happened before tracing; birth_ns is when it was found. */
+	EVENT_START_UNKNOWN = 1,
 };
 
 /* Indexes of the per-CPU `counters` array. */
@@ -79,10 +87,25 @@ struct event {
 	__u32 retransmits;  /* segments retransmitted (tcp_sock.total_retrans) */
 	__u8 closed_by;     /* enum closer */
 	__u8 reset;         /* enum reset */
-	__u16 reserved;     /* zero: pads the event to 8 bytes */
+	__u8 flags;         /* EVENT_* bits */
+	__u8 reserved;      /* zero: pads the event to 8 bytes */
 	__u64 cgroup_id;    /* the owner's cgroup v2 id, taken with pid and comm (0: unknown) */
 	__u64 start_ns;     /* the owner's start, boot-time ns: tells it from a later process of the same pid */
 	struct span_ids span_ids;
+};
+
+/*
+ * The reader's place in the ring buffer, kept in the pinned `agent_state` map so that a restarted
+ * agent knows it (see otel_tcplife/probe/pins.py). Written by user space only. Sequence numbers
+ * count the events read from this ring buffer since its pins were made.
+ */
+struct pin_state {
+	__u64 commit_pos;   /* the consumer position last committed (written just before it)... */
+	__u64 commit_seq;   /* ...and the sequence number of the event there */
+	__u64 handed_seq;   /* events before this one were, or were being, made durable in an output */
+	__u64 starts;       /* agents started on these pins */
+	__u64 lost_seen;    /* the counters' values an agent last reported: a restarted agent */
+	__u64 untracked_seen;  /* reports only what grew since (e.g. while no agent ran) */
 };
 
 /* Settings written into .rodata before load. Zero means "off" for filters. */

@@ -36,6 +36,7 @@ from .otlp_config import resolve as resolve_otlp
 from .pipeline import Pipeline
 from .probe import CoreProbe, open_probe
 from .probe.core import check_ring_buffer_bytes
+from .probe.pins import DEFAULT_ROOT as DEFAULT_PIN_ROOT
 from .ratelimit import LOG_INTERVAL, RateLimitedLog
 from .resource import check_resource_env
 
@@ -226,6 +227,17 @@ def build_parser() -> ArgumentParser:
                      help="print a JSON stats line on stderr this often (default: only at exit)")
     out.add_argument("--summary", action="store_true",
                      help="print the JSON stats line at exit in table mode too")
+    pin = parser.add_argument_group("kernel state across restarts")
+    pin.add_argument("--pin-path", default=DEFAULT_PIN_ROOT, metavar="DIR",
+                     help="where the probe's maps and links are pinned, on bpffs (default %(default)s)")
+    pin.add_argument("--no-pin", action="store_true",
+                     help="pin nothing: the probe goes with the agent, and a restart loses the sessions open "
+                          "or unread then")
+    pin.add_argument("--unpin", action="store_true",
+                     help="remove the pins under --pin-path (detaching the probe) and exit")
+    pin.add_argument("--pre-existing", action=argparse.BooleanOptionalAction, default=None,
+                     help="at start, also track the TCP sessions already open (reported at close, their "
+                          "start unknown); default: on, except for the table")
     parser.add_argument("--verbose", action="store_true", help="show libbpf messages and probe details")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -233,6 +245,11 @@ def build_parser() -> ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None) -> Config:
     args = build_parser().parse_args(argv)
+    if args.unpin:
+        raise Unpin(args.pin_path)
+    if not args.pin_path or "\0" in args.pin_path:
+        raise UsageError(f"invalid --pin-path {args.pin_path!r}")
+    pre_existing = args.format != "table" if args.pre_existing is None else args.pre_existing
     probe = ProbeSettings(
         pid=args.pid,
         family=4 if args.ipv4 else 6 if args.ipv6 else 0,
@@ -244,6 +261,8 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         backend=args.backend,
         verbose=args.verbose,
         random_trace_ids=args.trace_ids == "random",
+        pin_root=None if args.no_pin else os.path.abspath(args.pin_path),
+        pre_existing=pre_existing,
     )
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp,
                        extended=args.extended)
@@ -274,6 +293,23 @@ def parse_config(argv: Sequence[str] | None) -> Config:
                   stats_interval=args.stats_interval, summary=args.summary, resource=args.resource)
 
 
+class Unpin(Exception):
+    """--unpin: remove the pins under this root and exit."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.root = root
+
+
+def unpin(root: str) -> int:
+    from .probe import pins
+
+    removed = pins.unpin(os.path.abspath(root))
+    log.line(f"removed the pins of {len(removed)} probe layout(s) under {root}" if removed
+             else f"no pins under {root}")
+    return 0
+
+
 class Stopper:
     """Turns SIGINT, SIGTERM and SIGHUP into a flag the read loop checks: each ends the agent
     with a flush and the stats line. SIGHUP is what a closed terminal or a session manager
@@ -295,7 +331,9 @@ class LossReporter:
 
     def __init__(self, probe: CoreProbe, log_interval: float = LOG_INTERVAL) -> None:
         self.probe = probe
-        self.reported = {"lost": 0, "untracked": 0}
+        # Pinned counters count since the pins were made: what an earlier agent reported is not again.
+        seen = getattr(probe, "seen_counters", None)
+        self.reported = seen() if seen else {"lost": 0, "untracked": 0}
         self.next_check = time.monotonic() + STATS_CHECK_SECONDS
         self._warn = RateLimitedLog(log.warn, log_interval)
 
@@ -312,6 +350,8 @@ class LossReporter:
         if counters["untracked"] > self.reported["untracked"]:
             self._warn("untracked", counters["untracked"] - self.reported["untracked"],
                        f"{{n}} sessions untracked: socket table full (total {counters['untracked']})")
+        if counters != self.reported and hasattr(self.probe, "counters_seen"):
+            self.probe.counters_seen(counters)
         self.reported = counters
         if final:
             self._warn.flush()
@@ -331,6 +371,12 @@ def run(config: Config) -> int:
                 exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
                 log.line(f"tracing via {probe.attach_mode}; format {config.format}"
                          f"{'; exporting ' + exports if exports else ''}")
+            if config.probe.pin_root and not getattr(probe, "pinned", False):
+                log.line("the bcc backend pins nothing: a restart loses the sessions open or unread then")
+            pipeline.bind_probe(probe)
+            if getattr(probe, "pinned", False):
+                pipeline.stats.restart = lambda: {"duplicated": probe.duplicated,
+                                                  "pre_existing_sessions": probe.pre_existing}
             losses = LossReporter(probe)
             pipeline.stats.kernel = lambda: losses.reported
             next_stats = time.monotonic() + config.stats_interval
@@ -340,6 +386,7 @@ def run(config: Config) -> int:
                 records = probe.read()
                 if records:
                     pipeline.handle(records)
+                    pipeline.handled()
                 losses.check()
                 if config.stats_interval and time.monotonic() >= next_stats:
                     next_stats += config.stats_interval
@@ -348,7 +395,10 @@ def run(config: Config) -> int:
             # so sessions closing meanwhile are not counted as lost.
             while records := probe.drain():
                 pipeline.handle(records)
+                pipeline.handled()
             losses.check(final=True)
+            # With pins, the spools commit what they take in: flushed before the probe closes.
+            pipeline.shutdown()
     finally:
         pipeline.shutdown()
     if config.prints_summary:
@@ -360,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     interpreter.tune_malloc()
     try:
         return run(parse_config(argv))
+    except Unpin as request:
+        try:
+            return unpin(request.root)
+        except (TcplifeError, OSError) as exc:
+            log.error(f"--unpin: {exc}")
+            return 1
     except TcplifeError as exc:
         log.error(str(exc))
         return exc.exit_status

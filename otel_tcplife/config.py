@@ -40,6 +40,8 @@ class ProbeSettings:
     backend: str = "auto"  # one of BACKENDS
     bcc_buffer: str = "auto"  # bcc: auto (the ring buffer on 5.8+, else the perf buffer), ring or perf
     random_trace_ids: bool = False  # --trace-ids random: never derive span ids from the ISNs (trace_ids.py)
+    pin_root: str | None = None  # pin the probe's maps and links under this bpffs directory (probe/pins.py)
+    pre_existing: bool = False  # at start, find the sessions already open (the socket iterator)
 
 
 @dataclass(frozen=True)

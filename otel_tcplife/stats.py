@@ -26,6 +26,9 @@ class Stats:
     stdout_dropped: Callable[[], int] = lambda: 0  # sessions not written to stdout after it failed
     journald_dropped: Callable[[], int] | None = None  # --format journald: sessions not sent to journald
     exporters: dict[str, ExporterStats] = field(default_factory=dict)
+    # With pins: `duplicated` (sessions read again after a restart that an earlier agent had already
+    # written or spooled) and `pre_existing_sessions` (found open at start).
+    restart: Callable[[], dict[str, int]] | None = None
 
     def snapshot(self) -> dict:
         kernel = self.kernel()
@@ -35,6 +38,8 @@ class Stats:
             "untracked_in_kernel": kernel["untracked"],
             "stdout_dropped": self.stdout_dropped(),
         }
+        if self.restart is not None:
+            data.update(self.restart())
         if self.journald_dropped is not None:
             data["journald_dropped"] = self.journald_dropped()
         for signal, stats in self.exporters.items():

@@ -150,6 +150,8 @@ class Agent:
     def __init__(self, *args: str, prefix: tuple[str, ...] = (),
                  command: tuple[str, ...] = (sys.executable, "-m", "otel_tcplife"),
                  env: dict[str, str] | None = None, startup_timeout: float = 10) -> None:
+        if not {"--pin-path", "--no-pin", "--unpin"} & set(args):
+            args = (*args, "--no-pin")  # as before pins: a test's agent leaves no probe behind
         argv = [*prefix, *command, *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=None if env is None else {**os.environ, **env})

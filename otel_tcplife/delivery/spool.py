@@ -426,6 +426,9 @@ class Spool:
         self._log = log or stderr.named("spool")
         self._warn = RateLimitedLog(self._log)
         self._lock = threading.Lock()
+        # on_append(count, done): called before (done False) and after (done True) each append, in the
+        # appending thread; the agent's probe uses it to know which sessions are durable (pipeline.py).
+        self.on_append: Callable[[int, bool], None] | None = None
         self._closed = False
 
         self._segments: dict[int, _Segment] = {}  # by first id, in id order
@@ -453,6 +456,16 @@ class Spool:
         payload = bytes(payload)
         if not 0 <= count < 2**32:
             raise ValueError(f"record count out of range: {count}")
+        hook = self.on_append
+        if hook is None:
+            return self._append(payload, count)
+        hook(count, False)
+        try:
+            return self._append(payload, count)
+        finally:
+            hook(count, True)
+
+    def _append(self, payload: bytes, count: int) -> int:
         size = HEADER_BYTES + len(payload)
         with self._lock:
             if self._closed:

@@ -37,6 +37,20 @@ _SIGNATURES = {
     "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_link__destroy": (c_int, [c_void_p]),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
+    "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
+    "bpf_map__type": (c_int, [c_void_p]),
+    "bpf_map__key_size": (ctypes.c_uint32, [c_void_p]),
+    "bpf_map__value_size": (ctypes.c_uint32, [c_void_p]),
+    "bpf_map__map_flags": (ctypes.c_uint32, [c_void_p]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(ctypes.c_uint32)]),
+    "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
+    "bpf_link__fd": (c_int, [c_void_p]),
+    "bpf_link__disconnect": (None, [c_void_p]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_program__attach_iter": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_iter_create": (c_int, [c_int]),
     "ring_buffer__new": (c_void_p, [c_int, c_void_p, c_void_p, c_void_p]),
     "ring_buffer__consume": (c_int, [c_void_p]),
     "ring_buffer__free": (None, [c_void_p]),
@@ -114,3 +128,19 @@ class Libbpf:
         if ret < 0:
             raise LibbpfError("reading counters", ctypes.get_errno() or -ret)
         return sum(values)
+
+
+class BpfMapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (linux/bpf.h): the kernel fills as much as it is given."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32)]
+
+
+def map_info(lib: Libbpf, fd: int) -> BpfMapInfo:
+    info = BpfMapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    ret = lib.lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    if ret < 0:
+        raise LibbpfError("reading map info", ctypes.get_errno() or -ret)
+    return info

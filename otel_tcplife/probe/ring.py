@@ -57,7 +57,13 @@ def shared_u64(buffer) -> memoryview:
 
 
 class RingReader:
-    def __init__(self, map_fd: int, data_size: int) -> None:
+    """Reads records in batches. With auto_commit (the default), each read releases what it read to
+    the producer; without, read() only moves the reader's own cursor (`position`), and the space is
+    released by commit(position) once the caller has made those records durable: the consumer
+    position the kernel keeps (and that outlives us in a pinned ring buffer) is then never past a
+    record the outputs have not kept."""
+
+    def __init__(self, map_fd: int, data_size: int, auto_commit: bool = True) -> None:
         page = mmap.PAGESIZE
         self._mask = data_size - 1
         self._data_start = page  # data follows the producer page in the second mapping
@@ -74,6 +80,38 @@ class RingReader:
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
         self._behind = False  # the last read stopped at MAX_BATCH_RECORDS
+        self._auto_commit = auto_commit
+        self.position = self._consumer_pos[0]  # where the next read starts
+
+    @property
+    def committed(self) -> int:
+        """The consumer position: records before it are released to the producer."""
+        return self._consumer_pos[0]
+
+    @property
+    def produced(self) -> int:
+        return self._producer_pos[0]
+
+    def commit(self, position: int) -> None:
+        """Releases the space of the records before position (one the reader has read past)."""
+        if self._consumer_pos[0] < position <= self.position:
+            self._consumer_pos[0] = position
+
+    def count(self, start: int, end: int) -> int:
+        """Records (not discarded) between two positions at or after the consumer position, ending at
+        the first one still being written; their headers are read, never their contents."""
+        count = 0
+        pos = start
+        end = min(end, self._producer_pos[0])
+        while pos + HEADER_SIZE <= end:
+            offset = self._data_start + (pos & self._mask)
+            length = struct.unpack_from("<I", self._producer, offset)[0]
+            if length & BUSY_BIT:
+                break
+            if not length & DISCARD_BIT:
+                count += 1
+            pos += (HEADER_SIZE + (length & ~(BUSY_BIT | DISCARD_BIT)) + 7) & ~7
+        return count
 
     def read(self, timeout: float) -> list[tuple]:
         """Event tuples (abi.EVENT field order): with timeout > 0, the records there after waiting
@@ -83,7 +121,7 @@ class RingReader:
         Waiting even when some records are there already keeps batches large: reading again as
         soon as a batch is handled would return the few records made meanwhile, and at 5,000
         connections/s two reads in three were such trickles, each paying a batch's fixed costs."""
-        consumer = self._consumer_pos[0]
+        consumer = self.position
         producer = self._producer_pos[0]
         if timeout > 0 and not self._behind:
             try:
@@ -103,8 +141,9 @@ class RingReader:
             wrapped = end - self._data_end
             chunk = self._producer[start:self._data_end] + self._producer[self._data_start:self._data_start + wrapped]
             events, consumed = self._parse(chunk)
-        # Release the space: the producer may reuse it from now on.
-        self._consumer_pos[0] = consumer + consumed
+        self.position = consumer + consumed
+        if self._auto_commit:  # release the space: the producer may reuse it from now on
+            self._consumer_pos[0] = self.position
         return events
 
     @staticmethod

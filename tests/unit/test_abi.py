@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import re
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ def struct_layout(types: dict, name: str) -> tuple[int, dict[str, tuple[int, int
 @pytest.mark.parametrize("name,fields,packed", [
     ("event", abi.EVENT_FIELDS, abi.EVENT),
     ("probe_config", abi.PROBE_CONFIG_FIELDS, abi.PROBE_CONFIG),
+    ("pin_state", abi.PIN_STATE_FIELDS, abi.PIN_STATE),
 ])
 def test_python_mirror_matches_btf(btf, name, fields, packed):
     size, members = struct_layout(btf, name)
@@ -93,3 +95,12 @@ def test_events_are_read_and_written_by_field_name():
     assert abi.event_getter("comm", "pid", "sport")(event) == (fields["comm"], fields["pid"], fields["sport"])
     assert abi.EVENT_TARGET.split(", ") == list(abi.EVENT_NAMES)
     assert abi.EVENT_CODES["sport"] == "H"
+
+
+def test_sock_info_mirror_matches_btf(btf):
+    """The pins' version hashes this mirror: it must follow the kernel side's struct."""
+    size, members = struct_layout(btf, "sock_info")
+    fields = tuple(f for f in abi.SOCK_INFO_FIELDS if not f[1].endswith("x"))
+    offsets = abi.field_offsets(abi.SOCK_INFO_FIELDS)
+    assert {name: offsets[name] for name, _ in fields} == members
+    assert struct.calcsize("<" + "".join(code for _, code in abi.SOCK_INFO_FIELDS)) == size

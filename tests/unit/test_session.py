@@ -16,7 +16,7 @@ SPAN_IDS = bytes(range(32))
 def event(family: int, saddr: bytes, daddr: bytes, comm: bytes = b"curl") -> tuple:
     return abi.EVENT.unpack(abi.EVENT.pack(
         1_000, 3_000, 10, 20, saddr, daddr, 42, 0, 40000, 80, family, abi.ROLE_CLIENT, 1, 0, comm,
-        250, 120, 3, abi.CLOSED_BY_PEER, abi.RESET_RECEIVED, 7, 123_000_000, SPAN_IDS))
+        250, 120, 3, abi.CLOSED_BY_PEER, abi.RESET_RECEIVED, 0, 7, 123_000_000, SPAN_IDS))
 
 
 def test_the_same_raw_bytes_decode_by_family():
