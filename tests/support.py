@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +138,31 @@ class NetnsPair:
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def linked_namespaces(name: str, **addresses: str):
+    """Two network namespaces of the caller's own, joined by a veth pair, IPv4 and IPv6 addresses on
+    each end (NetnsPair's unless given), for the length of the block: (the pair, the server's veth
+    end, the client's). name: a few letters telling the caller's apart."""
+    tag = uuid.uuid4().hex[:6]
+    pair = NetnsPair(server_ns=f"tl-{name}srv-{tag}", client_ns=f"tl-{name}cli-{tag}", **addresses)
+    server_dev, client_dev = f"tl{name}s{tag}", f"tl{name}c{tag}"
+    try:
+        ip("netns", "add", pair.server_ns)
+        ip("netns", "add", pair.client_ns)
+        ip("link", "add", server_dev, "netns", pair.server_ns, "type", "veth",
+           "peer", "name", client_dev, "netns", pair.client_ns)
+        for ns, dev, v4, v6 in ((pair.server_ns, server_dev, pair.server_v4, pair.server_v6),
+                                (pair.client_ns, client_dev, pair.client_v4, pair.client_v6)):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            ip("-n", ns, "link", "set", dev, "up")
+        yield pair, server_dev, client_dev
+    finally:
+        for ns in (pair.server_ns, pair.client_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from otel_tcplife.trace_ids import connection_ids
 
-from ..support import TRAFFIC, Agent, NetnsPair, ip, require_bpf
+from ..support import TRAFFIC, Agent, NetnsPair, linked_namespaces, require_bpf
 
 VIRTUAL_V4, VIRTUAL_PORT = "10.203.0.99", 80  # the DNAT's: the client connects here
 
@@ -57,25 +57,9 @@ def _needs_bpf():
 
 @pytest.fixture(scope="module")
 def link():
-    tag = uuid.uuid4().hex[:6]
-    pair = NetnsPair(server_ns=f"tl-tsrv-{tag}", client_ns=f"tl-tcli-{tag}", server_v4="10.203.0.1",
-                     client_v4="10.203.0.2", server_v6="fd00:203::1", client_v6="fd00:203::2")
-    server_dev, client_dev = f"tlts{tag}", f"tltc{tag}"
-    try:
-        ip("netns", "add", pair.server_ns)
-        ip("netns", "add", pair.client_ns)
-        ip("link", "add", server_dev, "netns", pair.server_ns, "type", "veth",
-           "peer", "name", client_dev, "netns", pair.client_ns)
-        for ns, dev, v4, v6 in ((pair.server_ns, server_dev, pair.server_v4, pair.server_v6),
-                                (pair.client_ns, client_dev, pair.client_v4, pair.client_v6)):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
-            ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
-            ip("-n", ns, "link", "set", dev, "up")
+    with linked_namespaces("t", server_v4="10.203.0.1", client_v4="10.203.0.2", server_v6="fd00:203::1",
+                           client_v6="fd00:203::2") as (pair, _, _):
         yield pair
-    finally:
-        for ns in (pair.server_ns, pair.client_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def ndjson_of(agent: Agent, port: int, timeout: float = 10) -> dict:

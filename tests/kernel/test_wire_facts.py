@@ -13,13 +13,12 @@ import contextlib
 import json
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from otel_tcplife import abi
 
-from ..support import NetnsPair, ip, require_bpf
+from ..support import linked_namespaces, require_bpf
 
 MB = 1_000_000
 SHAPING = ("tbf", "rate", "20mbit", "burst", "8kb", "limit", "12kb")
@@ -34,25 +33,9 @@ def _needs_bpf():
 def link():
     """(namespaces, the client's veth end): our own pair, so that shaping it touches no other test."""
     require_bpf()
-    tag = uuid.uuid4().hex[:6]
-    pair = NetnsPair(server_ns=f"tl-wsrv-{tag}", client_ns=f"tl-wcli-{tag}", server_v4="10.202.0.1",
-                     client_v4="10.202.0.2", server_v6="fd00:202::1", client_v6="fd00:202::2")
-    server_dev, client_dev = f"tlws{tag}", f"tlwc{tag}"
-    try:
-        ip("netns", "add", pair.server_ns)
-        ip("netns", "add", pair.client_ns)
-        ip("link", "add", server_dev, "netns", pair.server_ns, "type", "veth",
-           "peer", "name", client_dev, "netns", pair.client_ns)
-        for ns, dev, v4, v6 in ((pair.server_ns, server_dev, pair.server_v4, pair.server_v6),
-                                (pair.client_ns, client_dev, pair.client_v4, pair.client_v6)):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
-            ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
-            ip("-n", ns, "link", "set", dev, "up")
+    with linked_namespaces("w", server_v4="10.202.0.1", client_v4="10.202.0.2", server_v6="fd00:202::1",
+                           client_v6="fd00:202::2") as (pair, _, client_dev):
         yield pair, client_dev
-    finally:
-        for ns in (pair.server_ns, pair.client_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @contextlib.contextmanager
