@@ -38,6 +38,7 @@ class Session(NamedTuple):
     # struct span_ids: trace id (16), span id (8), parent span id (8, abi.NO_PARENT: none);
     # b"": none given (as_events and RecordBuilder make random ones)
     span_ids: bytes = b""
+    flags: int = 0  # abi.EVENT_* bits: EVENT_START_UNKNOWN
 
     @property
     def duration_ns(self) -> int:
@@ -74,12 +75,12 @@ class Decoder:
         sessions = []
         for (pid, comm, family, saddr, sport, daddr, dport, tx_bytes, rx_bytes, birth_ns, close_ns, role, error,
              oldstate, owner, srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id,
-             start_ns, span_ids) in map(_SESSION_ORDER, events):
+             start_ns, span_ids, flags) in map(_SESSION_ORDER, events):
             addresses = ipv4 if family == 4 else ipv6
             sessions.append(Session(pid, comms[comm], family, addresses[saddr], sport, addresses[daddr], dport,
                                     tx_bytes, rx_bytes, birth_ns, close_ns, role, error, oldstate, owner,
                                     srtt_us, rtt_min_us, retransmits, closed_by, reset, cgroup_id, start_ns,
-                                    span_ids))
+                                    span_ids, flags))
         return sessions
 
 
