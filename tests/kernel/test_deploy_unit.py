@@ -8,6 +8,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 
@@ -41,10 +42,10 @@ def the_units_flags() -> list[str]:
     return args
 
 
-def as_the_unit(capabilities: list[str], *args: str) -> list[str]:
+def as_the_unit(capabilities: list[str], *args: str, uid: int | None = None) -> list[str]:
     service = unit_settings()["Service"]
     assert service["DynamicUser"] == ["yes"] and service["NoNewPrivileges"] == ["yes"]
-    uid = dynamic_uid()
+    uid = dynamic_uid() if uid is None else uid
     caps = ",".join(f"+{name.removeprefix('CAP_').lower()}" for name in capabilities)
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
             f"--inh-caps=-all{',' + caps if caps else ''}", f"--ambient-caps=-all{',' + caps if caps else ''}",
@@ -60,8 +61,13 @@ def test_the_agent_as_the_unit_runs_it_reports_sessions(traffic):
     capabilities = unit_list("AmbientCapabilities")
     assert capabilities == list(CAPABILITIES)
     server, port = traffic.server(name="tl-server", linger_ms=300)
-    proc = subprocess.Popen(as_the_unit(capabilities, *the_units_flags(), "-L", str(port)), cwd="/",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The pins' directory as the unit's ExecStartPre= makes it (a test's own, not the unit's path).
+    uid = dynamic_uid()
+    pins = f"/sys/fs/bpf/otel-tcplife-unit-test-{uid}-{os.getpid()}"
+    os.mkdir(pins, 0o700)
+    os.chown(pins, uid, uid)
+    proc = subprocess.Popen(as_the_unit(capabilities, *the_units_flags(), "-L", str(port), "--pin-path", pins,
+                                        uid=uid), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         started = []
         while "tracing via" not in (line := proc.stderr.readline()):
@@ -78,6 +84,9 @@ def test_the_agent_as_the_unit_runs_it_reports_sessions(traffic):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        pinned = os.listdir(pins)
+        shutil.rmtree(pins, ignore_errors=True)
+    assert len(pinned) == 1  # one layout version's pins, made by the unit's user
     # Exactly the unit's capabilities, in every set, as a user that is not root.
     mask = sum(1 << CAPABILITY_NUMBERS[name] for name in capabilities)
     assert {key: int(status[key], 16) for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb")} == dict.fromkeys(
