@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -361,7 +362,8 @@ def run(config: Config) -> int:
     stopper = Stopper()
     pipeline = Pipeline(config, sys.stdout)
     try:
-        with open_probe(config.probe) as probe:
+        # The probe's reader unpacks only the event fields the outputs read.
+        with open_probe(dataclasses.replace(config.probe, event_fields=pipeline.read_fields())) as probe:
             for message in probe.warnings:
                 log.warn(message)
             for message in dict.fromkeys(w for s in config.otlp.values() for w in s.warnings):

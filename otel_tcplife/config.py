@@ -42,6 +42,8 @@ class ProbeSettings:
     random_trace_ids: bool = False  # --trace-ids random: never derive span ids from the ISNs (trace_ids.py)
     pin_root: str | None = None  # pin the probe's maps and links under this bpffs directory (probe/pins.py)
     pre_existing: bool = False  # at start, find the sessions already open (the socket iterator)
+    # The event fields the outputs read (Pipeline.read_fields): the reader unpacks only these; (): all.
+    event_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import re
+import struct
 import tempfile
 import time
 from contextlib import ExitStack
@@ -200,6 +201,7 @@ class PerfReader:
 
     def __init__(self, bpf, map_name: str, settings: ProbeSettings) -> None:
         self._bpf = bpf
+        self._unpack = abi.event_struct(settings.event_fields or abi.EVENT_NAMES).unpack
         self._events: list[tuple] = []
         self.lost = 0
         cpus = max(1, os.cpu_count() or 1)
@@ -214,7 +216,7 @@ class PerfReader:
     def _sample(self, _cpu: int, data: int, size: int) -> None:
         if size < abi.EVENT.size:
             raise ValueError(f"perf buffer record of {size} bytes, expected {abi.EVENT.size}")
-        self._events.append(abi.EVENT.unpack(ctypes.string_at(data, abi.EVENT.size)))
+        self._events.append(self._unpack(ctypes.string_at(data, abi.EVENT.size)))
 
     def _lost(self, count: int) -> None:
         self.lost += count
@@ -235,13 +237,14 @@ class BccLibbpfRingReader:
     """The ring buffer through bcc's ring_buffer_consume() where plain memory accesses are not
     acquire/release (see probe/ring.py): what LibbpfRingReader does for CO-RE."""
 
-    def __init__(self, bpf, map_name: str) -> None:
+    def __init__(self, bpf, map_name: str, event: struct.Struct = abi.EVENT) -> None:
         self._bpf = bpf
+        self._unpack = event.unpack
         self._events: list[tuple] = []
         bpf[map_name.encode()].open_ring_buffer(self._sample)
 
     def _sample(self, _ctx, data, size) -> int:
-        self._events.append(abi.EVENT.unpack(ctypes.string_at(data, abi.EVENT.size)))
+        self._events.append(self._unpack(ctypes.string_at(data, abi.EVENT.size)))
         return 0
 
     def read(self, timeout: float) -> list[tuple]:
@@ -331,15 +334,16 @@ class BccProbe:
         self.timings["attach"] = time.monotonic() - started - self.timings["generate"] - self.timings["compile"]
 
         table = self._bpf[generated.event_map.encode()]
+        event = abi.event_struct(s.event_fields or abi.EVENT_NAMES)
         if not ring:
             self._reader = PerfReader(self._bpf, generated.event_map, s)
         else:
             reader = s.ring_reader if s.ring_reader != "auto" else default_ring_reader()
             if reader == "libbpf":
-                self._reader = BccLibbpfRingReader(self._bpf, generated.event_map)
+                self._reader = BccLibbpfRingReader(self._bpf, generated.event_map, event)
             else:
                 try:
-                    self._reader = RingReader(table.map_fd, s.ring_buffer_bytes)
+                    self._reader = RingReader(table.map_fd, s.ring_buffer_bytes, event=event)
                 except OSError as exc:
                     raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
         self._stack.callback(self._reader.close)

@@ -218,13 +218,14 @@ class CoreProbe:
         self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
         events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))
         reader = self.settings.ring_reader
+        event = abi.event_struct(self.settings.event_fields or abi.EVENT_NAMES)  # what the outputs read
         if reader == "auto":
             reader = default_ring_reader()
         if reader == "libbpf":  # consumes as it reads: with pins, a SIGKILL may lose the batch being read
-            self._ring = LibbpfRingReader(lib, events_fd)
+            self._ring = LibbpfRingReader(lib, events_fd, event)
         else:
             try:
-                self._ring = RingReader(events_fd, ring_bytes, auto_commit=not self.pins)
+                self._ring = RingReader(events_fd, ring_bytes, auto_commit=not self.pins, event=event)
             except OSError as exc:
                 raise LibbpfError("mapping ring buffer", exc.errno or errno.EIO) from exc
         self._stack.callback(self._ring.close)

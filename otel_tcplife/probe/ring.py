@@ -39,11 +39,16 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 RECORD_SIZE = (HEADER_SIZE + abi.EVENT.size + 7) & ~7
-# One struct per record: header skipped by pad bytes, then the event fields.
-RECORD = struct.Struct("<" + "x" * HEADER_SIZE + abi.EVENT.format.lstrip("<")
-                       + "x" * (RECORD_SIZE - HEADER_SIZE - abi.EVENT.size))
+
 MAX_BATCH_RECORDS = 4096  # per read: bounds memory (~0.4 MB of records, ~2 MB of NDJSON) and latency
 TSO_MACHINES = ("x86_64", "amd64")  # where plain aligned accesses are acquire/release
+
+
+def record_struct(event: struct.Struct = abi.EVENT) -> struct.Struct:
+    """One struct per record: the header skipped by pad bytes, then the event's fields (of struct event,
+    or those abi.event_struct reads), then the record's padding."""
+    return struct.Struct("<" + "x" * HEADER_SIZE + event.format.lstrip("<")
+                         + "x" * (RECORD_SIZE - HEADER_SIZE - event.size))
 
 
 def default_ring_reader(machine: str | None = None) -> str:
@@ -63,7 +68,10 @@ class RingReader:
     position the kernel keeps (and that outlives us in a pinned ring buffer) is then never past a
     record the outputs have not kept."""
 
-    def __init__(self, map_fd: int, data_size: int, auto_commit: bool = True) -> None:
+    def __init__(self, map_fd: int, data_size: int, auto_commit: bool = True,
+                 event: struct.Struct = abi.EVENT) -> None:
+        """event: what each record holds, as the outputs read it (abi.event_struct)."""
+        self._event, self._record = event, record_struct(event)
         page = mmap.PAGESIZE
         self._mask = data_size - 1
         self._data_start = page  # data follows the producer page in the second mapping
@@ -146,13 +154,12 @@ class RingReader:
             self._consumer_pos[0] = self.position
         return events
 
-    @staticmethod
-    def _parse(chunk: bytes | memoryview) -> tuple[list[tuple], int]:
+    def _parse(self, chunk: bytes | memoryview) -> tuple[list[tuple], int]:
         if len(chunk) % RECORD_SIZE == 0:
             with memoryview(chunk).cast("I") as words:
                 lengths = words[::RECORD_SIZE // 4].tolist()
             if lengths.count(abi.EVENT.size) == len(lengths):  # all committed, none discarded
-                return list(RECORD.iter_unpack(chunk)), len(chunk)
+                return list(self._record.iter_unpack(chunk)), len(chunk)
         events = []
         pos = 0
         while pos + HEADER_SIZE <= len(chunk):
@@ -163,7 +170,7 @@ class RingReader:
             if not length & DISCARD_BIT:
                 if size != abi.EVENT.size:
                     raise ValueError(f"ring buffer record of {size} bytes, expected {abi.EVENT.size}")
-                events.append(abi.EVENT.unpack_from(chunk, pos + HEADER_SIZE))
+                events.append(self._event.unpack_from(chunk, pos + HEADER_SIZE))
             pos += (HEADER_SIZE + size + 7) & ~7
         return events, pos
 
@@ -183,7 +190,8 @@ STOP_BATCH = -1  # returned by the sample callback once a batch is full: libbpf 
 class LibbpfRingReader:
     """RingReader's reads through libbpf's ring_buffer__consume (see the module docstring)."""
 
-    def __init__(self, libbpf, map_fd: int) -> None:
+    def __init__(self, libbpf, map_fd: int, event: struct.Struct = abi.EVENT) -> None:
+        self._unpack = event.unpack
         self._lib = libbpf.lib
         self._events: list[tuple] = []
         self._callback = SAMPLE_FN(self._sample)  # referenced for as long as libbpf may call it
@@ -195,7 +203,7 @@ class LibbpfRingReader:
     def _sample(self, _ctx: int, data: int, size: int) -> int:
         if size != abi.EVENT.size:
             raise ValueError(f"ring buffer record of {size} bytes, expected {abi.EVENT.size}")
-        self._events.append(abi.EVENT.unpack(ctypes.string_at(data, size)))
+        self._events.append(self._unpack(ctypes.string_at(data, size)))
         return STOP_BATCH if len(self._events) >= MAX_BATCH_RECORDS else 0
 
     def read(self, timeout: float) -> list[tuple]:
