@@ -12,7 +12,7 @@ import pytest
 
 from ..support import Agent
 
-AGENT = (sys.executable, "-m", "otel_tcplife")
+AGENT = (sys.executable, "-m", "otel_tcplife", "--no-pin")  # pins: tests/kernel/test_pins.py
 
 
 def start_raw(*args: str, stdout) -> subprocess.Popen:

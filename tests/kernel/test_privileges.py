@@ -19,7 +19,7 @@ def as_nobody(caps: str, *args: str) -> list[str]:
     granted = ",".join(f"+{cap}" for cap in caps.split(",")) if caps else "-all"
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", f"--inh-caps={granted}",
             f"--ambient-caps={granted}", "--bounding-set=-all" + (f",{granted}" if caps else ""),
-            python_for_other_users(), "-m", "otel_tcplife", *args]
+            python_for_other_users(), "-m", "otel_tcplife", "--no-pin", *args]
 
 
 @pytest.mark.parametrize("caps,missing", [
