@@ -21,7 +21,7 @@ import linecache
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 
@@ -384,18 +384,23 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
 # --- the loop --------------------------------------------------------------------------------------
 
 def loop_source(name: str, arguments: str, values: Values, setup: list[str], per_event: list[str],
-                record: list[str], after: list[str], fields: tuple[str, ...] = abi.EVENT_NAMES) -> str:
+                record: list[str], after: list[str], fields: tuple[str, ...] = abi.EVENT_NAMES,
+                group: str | None = None) -> str:
     """def name(caches, arguments): setup; for each event: values' lines, per_event, record; after.
     The events are tuples of `fields` (abi.event_struct), each a local of the loop by its abi name;
     the loop may read no other event field. A value's local may not have the name of one the output's
-    own code uses (a Computed named `end`, say). Either: ValueError."""
+    own code uses (a Computed named `end`, say). Either: ValueError.
+    group: the name of a value per group of events (a Resource's text, say): the loop then runs over
+    `groups`, pairs of (that value, events), in one call however many groups a batch holds."""
+    depth = 2 if group is None else 3
     lines = [f"def {name}(caches, {arguments}):",
              *indent(values.cache_lines()),
              *indent(setup),
-             f"    for {', '.join(fields)}{',' if len(fields) == 1 else ''} in events:",
-             *indent(values.lines, 2),
-             *indent(per_event, 2),
-             *indent(record, 2),
+             *([] if group is None else [f"    for {group}, events in groups:"]),
+             *indent([f"for {', '.join(fields)}{',' if len(fields) == 1 else ''} in events:"], depth - 1),
+             *indent(values.lines, depth),
+             *indent(per_event, depth),
+             *indent(record, depth),
              *indent(after)]
     source = "\n".join(lines) + "\n"
     function = ast.parse(source).body[0]
@@ -443,6 +448,26 @@ class Generated:
 
     def new_caches(self, names) -> dict:
         return {name: make(names) for name, make in self.caches.items()}
+
+
+def group_chunks(groups: Iterable[tuple[object, Sequence[tuple]]], size: int) -> Iterator[list[tuple]]:
+    """(value, events) groups, in order, as chunks of at most `size` events each, every chunk a list of
+    (value, events) pairs: small groups share a chunk, a large one is split (a loop made with `group`
+    takes a chunk in one call)."""
+    chunk: list[tuple] = []
+    room = size
+    for value, events in groups:
+        start = 0
+        while start < len(events):
+            part = events[start:start + room]
+            chunk.append((value, part))
+            start += len(part)
+            room -= len(part)
+            if not room:
+                yield chunk
+                chunk, room = [], size
+    if chunk:
+        yield chunk
 
 
 class GeneratedEncoder:

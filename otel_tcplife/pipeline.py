@@ -241,9 +241,9 @@ class Pipeline:
             groups = self.identity.group(events, list(map(self._owner, events)))
         if self.ndjson:
             tails = self._ndjson_tails
-            for resource, group in groups:
-                tail = tails[resource] if resource else ""
-                guard.write(lambda: self._write(self.ndjson.encode(group, offset, tail)), len(group))
+            # The batch in one write, however many processes it holds (each group's lines end with its tail).
+            parts = [(tails[r] if r else "", group) for r, group in groups]
+            guard.write(lambda: self._write(self.ndjson.encode_groups(parts, offset)), len(events))
         if self.otlp_json:
             resources = self._otlp_json_resources
             parts = [(resources[r] if r else self.otlp_json.resource, group) for r, group in groups]

@@ -23,8 +23,8 @@ import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal,
-    loop_source, role_items, role_switch,
+    Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped, json_parts,
+    literal, loop_source, role_items, role_switch,
 )
 from ..enrich import ProcessNames
 
@@ -86,7 +86,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         pieces, line = fstring(parts, "line")
         branches[branch] = [*([PARENT] if server else []), *pieces, "append(", *indent(line), ")"]
     source = loop_source(
-        "encode_chunk", "rfc3339, events, offset, tail", values,
+        "encode_chunk", "rfc3339, groups, offset", values,
         setup=["seconds, second = rfc3339.seconds, rfc3339.second",
                "lines = []",
                "append = lines.append"],
@@ -94,7 +94,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
                    "start = str(birth_ns + offset)",
                    "hex_ids = span_ids.hex()"],
         record=role_switch(branches),
-        after=['return "".join(lines).encode()'], fields=fields)
+        after=['return "".join(lines).encode()'], fields=fields, group="tail")
     return generate("encode_chunk", source, values, {"NO_PARENT": abi.NO_PARENT}, __name__)
 
 
@@ -111,9 +111,13 @@ class NdjsonEncoder(GeneratedEncoder):
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
         is in memory); offset turns their monotonic times into Unix ns (as RecordBuilder.build); tail
         ends every line (resource_tail)."""
+        return self.encode_groups([(tail, events)], offset)
+
+    def encode_groups(self, groups: Iterable[tuple[str, Sequence[tuple]]], offset: int) -> Iterator[bytes]:
+        """encode's lines for groups of events, (tail, events) each, in order, in chunks of CHUNK_LINES
+        lines whatever the groups' sizes (a call per group cost as much again for small groups)."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
-        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], offset, tail)
-                for i in range(0, len(events), CHUNK_LINES))
+        return (encode_chunk(caches, rfc3339, chunk, offset) for chunk in group_chunks(groups, CHUNK_LINES))
 
 
 def resource_tail(resource: Iterable[tuple[str, object]]) -> str:

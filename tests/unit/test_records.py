@@ -215,3 +215,21 @@ def test_ndjson_chunks_hold_whole_lines_in_order():
     assert [json.loads(line)["network.local.port"] for line in b"".join(chunks).splitlines()] == [
         s.lport for s in sessions]
     assert list(encoder.encode([], FixedClock.offset_ns)) == []
+
+
+def test_ndjson_groups_are_the_lines_of_each_group_with_its_tail_in_chunks_of_any_groups():
+    sessions = [session(lport=1000 + i) for i in range(2 * CHUNK_LINES + 30)]
+    events = as_events(sessions)
+    sizes = [1, 3, CHUNK_LINES + 1, 0, 7, len(events)]  # the last takes what is left
+    groups, start = [], 0
+    for n, size in enumerate(sizes):
+        groups.append((f',"group":{n}', events[start:start + size]))
+        start += size
+    encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"))
+    chunks = list(encoder.encode_groups(groups, FixedClock.offset_ns))
+    assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, CHUNK_LINES, 30]
+    expected = b"".join(b"".join(encoder.encode(group, FixedClock.offset_ns, tail)) for tail, group in groups)
+    assert b"".join(chunks) == expected
+    rows = [json.loads(line) for line in expected.splitlines()]
+    assert [row["group"] for row in rows] == [n for n, size in enumerate(sizes) for _ in events[:size]][:len(rows)]
+    assert [row["network.local.port"] for row in rows] == [s.lport for s in sessions]
