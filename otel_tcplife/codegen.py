@@ -28,7 +28,7 @@ import orjson
 from . import abi, contract, session
 from .abi import address_text, comm_text
 from .caches import Formatted, port_cache
-from .contract import DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type
+from .contract import BOOL, DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type
 
 # The role branches of a generated loop: name, and the role its records have.
 ROLES = (("client", abi.ROLE_CLIENT), ("server", abi.ROLE_SERVER), ("unknown", abi.ROLE_UNKNOWN))
@@ -228,7 +228,10 @@ def json_escaped(text: str) -> str:
 
 
 def json_text(type: Type) -> Callable[[object], str]:
-    """value -> its text in the JSON outputs: strings escaped (without their quotes), doubles as repr."""
+    """value -> its text in the JSON outputs: strings escaped (without their quotes), doubles as repr,
+    booleans as true or false."""
+    if type is BOOL:
+        return lambda value: "true" if value else "false"
     return json_escaped if type is STRING else repr if type is DOUBLE else str
 
 

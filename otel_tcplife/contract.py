@@ -38,6 +38,7 @@ class Type(NamedTuple):
 STRING = Type("string", str)
 INT = Type("int", int)  # int64 in OTLP: values beyond its range are refused, as protobuf does
 DOUBLE = Type("double", float)
+BOOL = Type("bool", bool)  # only from a Lookup or a Constant: the outputs write its cached text
 
 
 # --- where a value comes from ----------------------------------------------------------------------
@@ -185,9 +186,9 @@ def reset_name(reset: int) -> str:
     return {abi.RESET_SENT: "sent", abi.RESET_RECEIVED: "received"}.get(reset, str(reset))
 
 
-def start_unknown_text(flags: int) -> str:
+def start_unknown(flags: int) -> bool:
     """abi.EVENT_* bits as tcplife.start_unknown's value (present only when the bit is set)."""
-    return "true" if flags & abi.EVENT_START_UNKNOWN else "false"
+    return bool(flags & abi.EVENT_START_UNKNOWN)
 
 
 DURATION_MS = Computed("duration_ms", "(close_ns - birth_ns) / 1e6")
@@ -215,9 +216,8 @@ SESSION_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("tcplife.bytes_received", INT, Field("rx_bytes")),  # payload bytes received
     Attribute("tcplife.duration_ms", DOUBLE, DURATION_MS),
     # A session open before the agent's first start (found by the socket iterator): its start, and so
-    # its duration, count from when the agent found it. The only flag an event has (abi.EVENT_*). A
-    # string ("true"), as the outputs write every attribute made from one field: they have no booleans.
-    Attribute("tcplife.start_unknown", STRING, Lookup("flags", start_unknown_text), only_if="flags"),
+    # its duration, count from when the agent found it. The only flag an event has (abi.EVENT_*).
+    Attribute("tcplife.start_unknown", BOOL, Lookup("flags", start_unknown), only_if="flags"),
     # What happened on the wire, as the kernel knew it at close (-x / --extended: writing them in
     # every record costs more than the outputs' CPU budget). No semantic convention has these
     # (network.connection.state is the current state, which at close is always "close").

@@ -49,6 +49,8 @@ CHUNK_ENTRIES = 128  # entries made at a time: the unit the sender's queue takes
 def value_text(type: contract.Type, value: object) -> str:
     """A value made once (constant, lookup, process fact) as its field's text, of the attribute's type."""
     value = type.python(value)
+    if type is contract.BOOL:
+        return "true" if value else "false"
     return repr(value) if type is DOUBLE else str(value)
 
 

@@ -32,9 +32,9 @@ from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, 
 from ..enrich import ProcessNames
 from ..record import body_text
 from .otlp_wire import (
-    EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, delimited, double_head, fixed64,
-    int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind, span_status, string_piece,
-    varint,
+    EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, bool_piece, delimited,
+    double_head, fixed64, int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind,
+    span_status, string_piece, varint,
 )
 
 _pack_double = struct.Struct("<d").pack
@@ -44,6 +44,8 @@ def piece_maker(key: str, type: contract.Type) -> Callable[[object], bytes]:
     """value -> the attribute as a KeyValue without its field tag: the piece the generated code joins."""
     if type is contract.STRING:
         return lambda value: string_piece(key, value)
+    if type is contract.BOOL:
+        return lambda value: bool_piece(key, value)
     if type is contract.DOUBLE:
         head = double_head(key)
         return lambda value: head + _pack_double(value)
@@ -144,7 +146,7 @@ class PieceValues(Values):
         key, type = attribute.key, attribute.type
         if isinstance(source, Constant):
             return repr(piece_maker(key, type)(source.value))
-        if type is contract.STRING:
+        if type is contract.STRING or type is contract.BOOL:  # from a cache by the raw value
             expression, index = (self.strings if inline else self.strings_local)(source, (key, type))
             return f"{expression}[{index}]"
         if inline:

@@ -41,6 +41,7 @@ ANY_VALUES = {
     contract.STRING: ('{"stringValue":"', '"}'),
     contract.INT: ('{"intValue":"', '"}'),  # int64 as a decimal string
     contract.DOUBLE: ('{"doubleValue":', '}'),
+    contract.BOOL: ('{"boolValue":', '}'),
 }
 
 

@@ -28,6 +28,8 @@ def _set_attributes(repeated, attributes: tuple[tuple[str, object], ...]) -> Non
         kv.key = key
         if value.__class__ is str:
             kv.value.string_value = value
+        elif value.__class__ is bool:
+            kv.value.bool_value = value
         elif value.__class__ is int:
             kv.value.int_value = value
         elif value.__class__ is float:

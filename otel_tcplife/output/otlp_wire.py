@@ -140,6 +140,12 @@ def string_piece(key: str, value: str) -> bytes:
     return varint(len(kv)) + kv
 
 
+def bool_piece(key: str, value: bool) -> bytes:
+    """A KeyValue with a bool value (0x10: AnyValue.bool_value, written even when false: a oneof member)."""
+    kv = _key_field(key) + delimited(b"\x12", b"\x10" + (b"\x01" if value else b"\x00"))
+    return varint(len(kv)) + kv
+
+
 def int_heads(key: str) -> tuple[bytes, ...]:
     """Everything of an int KeyValue before the value's varint, indexed by the varint's length:
     len(KeyValue), key, 0x12 len(AnyValue) (< 128 here), 0x18 (AnyValue.int_value)."""

@@ -251,7 +251,7 @@ def test_connections_open_before_the_first_start_are_reported_with_an_unknown_st
     found = sessions_of(records, before)
     check_exact(found, before, 5000, 300000)
     for (r,) in found.values():
-        assert r["tcplife.start_unknown"] == "true"
+        assert r["tcplife.start_unknown"] is True
         assert r["start_time"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started // 10**9))
     check_exact(sessions_of(records, during), during, 11, 22)
     assert stats["pre_existing_sessions"] >= 8

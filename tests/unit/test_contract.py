@@ -55,6 +55,8 @@ TEST_ATTRIBUTES = {
     "lookup present when its field is": Attribute("test.reset", STRING, Lookup("reset", owner_text), only_if="reset"),
     "lookup present on another field": Attribute("test.owner_on_error", STRING, Lookup("owner", owner_text),
                                                  only_if="error"),
+    "bool lookup": Attribute("test.accepted", contract.BOOL, Lookup("owner", lambda owner: owner == 2)),
+    "bool constant": Attribute("test.traced", contract.BOOL, Constant(True)),
 }
 
 SESSIONS = [

@@ -53,6 +53,8 @@ def parse_entry(data: bytes) -> list[tuple[str, bytes]]:
 
 
 def text(value: object) -> bytes:
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
     return (repr(value) if isinstance(value, float) else str(value)).encode()
 
 

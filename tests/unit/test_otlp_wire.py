@@ -54,6 +54,7 @@ def varied_sessions(n: int) -> list[Session]:
             oldstate=(1, 4, 5, 8, 9, 11, 200)[i % 7],
             # every other server a child span, as when the probe derived the ids from the ISNs
             span_ids=os.urandom(24) + (os.urandom(8) if i % 6 == 1 else abi.NO_PARENT),
+            flags=abi.EVENT_START_UNKNOWN if i % 4 == 3 else 0,  # open before the agent started
         ))
     return sessions
 
