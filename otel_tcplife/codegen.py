@@ -28,7 +28,9 @@ import orjson
 from . import abi, contract, session
 from .abi import address_text, comm_text
 from .caches import Formatted, port_cache
-from .contract import BOOL, DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type
+from .contract import (
+    BOOL, DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type,
+)
 
 # The role branches of a generated loop: name, and the role its records have.
 ROLES = (("client", abi.ROLE_CLIENT), ("server", abi.ROLE_SERVER), ("unknown", abi.ROLE_UNKNOWN))
@@ -388,22 +390,24 @@ def json_parts(items: tuple[Item, ...], values: JsonValues, attribute_text: Call
 
 def loop_source(name: str, arguments: str, values: Values, setup: list[str], per_event: list[str],
                 record: list[str], after: list[str], fields: tuple[str, ...] = abi.EVENT_NAMES,
-                group: str | None = None) -> str:
+                group: str | None = None, group_setup: tuple[str, ...] = (), group_after: tuple[str, ...] = ()) -> str:
     """def name(caches, arguments): setup; for each event: values' lines, per_event, record; after.
     The events are tuples of `fields` (abi.event_struct), each a local of the loop by its abi name;
     the loop may read no other event field. A value's local may not have the name of one the output's
     own code uses (a Computed named `end`, say). Either: ValueError.
     group: the name of a value per group of events (a Resource's text, say): the loop then runs over
-    `groups`, pairs of (that value, events), in one call however many groups a batch holds."""
+    `groups`, pairs of (that value, events), in one call however many groups a batch holds, with
+    group_setup before each group's events and group_after after them."""
     depth = 2 if group is None else 3
     lines = [f"def {name}(caches, {arguments}):",
              *indent(values.cache_lines()),
              *indent(setup),
-             *([] if group is None else [f"    for {group}, events in groups:"]),
+             *([] if group is None else [f"    for {group}, events in groups:", *indent(list(group_setup), 2)]),
              *indent([f"for {', '.join(fields)}{',' if len(fields) == 1 else ''} in events:"], depth - 1),
              *indent(values.lines, depth),
              *indent(per_event, depth),
              *indent(record, depth),
+             *indent(list(group_after), depth - 1),
              *indent(after)]
     source = "\n".join(lines) + "\n"
     function = ast.parse(source).body[0]

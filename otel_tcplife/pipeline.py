@@ -249,24 +249,20 @@ class Pipeline:
             parts = [(resources[r] if r else self.otlp_json.resource, group) for r, group in groups]
             guard.write(lambda: self._write(self.otlp_json.encode_groups(parts, offset, observed)), len(events))
         if self.journald:
-            fields = self._journald_fields
-            for resource, group in groups:
-                for entries in self.journald.encode(group, fields[resource] if resource else None):
-                    self.journal.offer(entries)
+            fields, default = self._journald_fields, self.journald.resource
+            for entries in self.journald.encode_groups([(fields[r] if r else default, group) for r, group in groups]):
+                self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
             # Each group's records are a run of its Resource in the exporters' queues, which
             # WireEncoder.grouped_requests groups by: per group, not per record.
-            resource_fields = self._resource_fields
-            log_records, spans, runs = [], [], []
-            for resource, group in groups:
-                group_logs, group_spans = self.frames.encode(group, offset, observed,
-                                                             logs=logs is not None, spans=traces is not None)
-                log_records += group_logs
-                spans += group_spans
-                runs.append((resource_fields[resource] if resource else None, len(group)))
-            if self.identity is None:
-                runs = None
+            runs = None
+            if self.identity is not None:  # the batch in group order, in one call
+                resource_fields = self._resource_fields
+                runs = [(resource_fields[r], len(group)) for r, group in groups]
+                events = [event for _, group in groups for event in group]
+            log_records, spans = self.frames.encode(events, offset, observed,
+                                                    logs=logs is not None, spans=traces is not None)
             if logs:
                 logs.offer(log_records, runs)
             if traces:

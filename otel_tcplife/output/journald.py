@@ -27,14 +27,14 @@ a newline (the process names, lookups) come from caches of their whole field, in
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from .. import abi, contract, session
 from ..abi import address_text, comm_text
 from ..caches import Formatted, port_cache
 from ..codegen import (
-    ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, fstring, generate, identifier, indent,
-    literal, local_name, loop_source, role_items, role_switch,
+    ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, fstring, generate, group_chunks,
+    identifier, indent, literal, local_name, loop_source, role_items, role_switch,
 )
 from ..contract import DOUBLE, DURATION_MS, ERROR_NAME, PROCESS_FACTS, Computed, Constant, Field, Lookup
 from ..enrich import ProcessNames
@@ -195,12 +195,12 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
             *pieces,
             "append((", *indent(entry), f").encode{ENCODING!r})"]
     source = loop_source(
-        "encode_entries", "events, resource", values,
+        "encode_entries", "groups", values,
         setup=["entries = []",
                "append = entries.append"],
         per_event=["hex_ids = span_ids.hex()"],
         record=role_switch(branches),
-        after=["return entries"], fields=fields)
+        after=["return entries"], fields=fields, group="resource")
     return generate("encode_entries", source, values, {"body_text": body_text, "field": field,
                                                        "NO_PARENT": abi.NO_PARENT}, __name__)
 
@@ -218,7 +218,10 @@ class JournaldEncoder(GeneratedEncoder):
     def encode(self, events: Sequence[tuple], resource: str | None = None) -> Iterator[list[bytes]]:
         """The entries for events (abi.EVENT tuples), made and yielded CHUNK_ENTRIES at a time;
         resource: the events' Resource as fields (resource_fields()), else the encoder's."""
+        return self.encode_groups([(self.resource if resource is None else resource, events)])
+
+    def encode_groups(self, groups: Iterable[tuple[str, Sequence[tuple]]]) -> Iterator[list[bytes]]:
+        """encode's entries for groups of events, (Resource's fields, events) each, in order, CHUNK_ENTRIES
+        at a time whatever the groups' sizes."""
         encode_entries, caches = self.generated.function, self.caches
-        resource = self.resource if resource is None else resource
-        return (encode_entries(caches, events[i:i + CHUNK_ENTRIES], resource)
-                for i in range(0, len(events), CHUNK_ENTRIES))
+        return (encode_entries(caches, chunk) for chunk in group_chunks(groups, CHUNK_ENTRIES))

@@ -20,8 +20,8 @@ import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts, literal,
-    loop_source, role_items, role_switch,
+    ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped, json_parts,
+    literal, loop_source, role_items, role_switch,
 )
 from ..contract import DURATION_MS, ERROR_NAME, Field
 from ..enrich import ProcessNames
@@ -85,7 +85,8 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
 @functools.lru_cache(maxsize=None)
 def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
                       fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
-    """The loop writing a piece's log records or spans for a table of attributes (made once per table)."""
+    """The loop writing a piece of a line's log records or spans for a table of attributes (made once per
+    table): groups of events, each with its (prefix, suffix), the JSON around its records."""
     values = JsonValues()
     items = role_items(attributes)
     branches = {branch: record_lines(signal, role, json_parts(items[branch], values, attribute_text, ",", False),
@@ -99,13 +100,14 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
         status = literal(f',"status":{{"code":{STATUS_CODE_ERROR},"message":"') + error_name + literal('"}')
         per_event = [f'status = f{status!r} if error else ""']
     source = loop_source(
-        "encode_records", "events, offset, observed", values,
+        "encode_records", "groups, offset, observed", values,
         setup=["observed_text = str(observed)  # the same for the batch: converted once",
-               "items = []",
-               "append = items.append"],
+               "items = []"],
         per_event=["hex_ids = span_ids.hex()", *per_event],
         record=role_switch(branches),
-        after=["return items"], fields=fields)
+        after=['return "".join(items)'], fields=fields,
+        group="(prefix, suffix)", group_setup=("records = []", "append = records.append"),
+        group_after=('items.append(prefix + ",".join(records) + suffix)',))
     return generate("encode_records", source, values, {"body_text": body_text, "NO_PARENT": abi.NO_PARENT},
                     __name__, signal)
 
@@ -135,18 +137,20 @@ class OtlpJsonEncoder(GeneratedEncoder):
     def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple]]], offset: int,
                       observed: int) -> Iterator[bytes]:
         """One line for groups of events, a ResourceLogs (ResourceSpans) each: (the Resource's JSON,
-        events). Made and yielded in pieces of CHUNK_RECORDS records: only one piece is in
-        memory at a time (under the size malloc serves from fresh pages, interpreter.tune_malloc)."""
+        events). Made and yielded in pieces of CHUNK_RECORDS records whatever the groups' sizes (one call
+        each: a call per group cost as much again for small groups): only one piece is in memory at a
+        time (under the size malloc serves from fresh pages, interpreter.tune_malloc)."""
         encode_records, caches = self.generated.function, self.caches
         groups = [group for group in groups if group[1]]
+        written = [0] * len(groups)  # each group's records so far
         head = self._open
-        for g, (resource, events) in enumerate(groups):
-            head += self._group % resource
-            for i in range(0, len(events), CHUNK_RECORDS):
-                records = ",".join(encode_records(caches, events[i:i + CHUNK_RECORDS], offset, observed))
-                tail = ""
-                if i + CHUNK_RECORDS >= len(events):
-                    tail = "]}]}" + ("]}\n" if g == len(groups) - 1 else ",")
-                yield f"{head}{records}{tail}".encode()
-                head = ","
-            head = ""
+        for chunk in group_chunks(((g, events) for g, (_, events) in enumerate(groups)), CHUNK_RECORDS):
+            parts = []
+            for g, events in chunk:  # a group's records: its head first, its end last
+                resource, whole = groups[g]
+                prefix = head + self._group % resource if not written[g] else ","
+                head = ""
+                written[g] += len(events)
+                suffix = "]}]}" + ("]}\n" if g == len(groups) - 1 else ",") if written[g] == len(whole) else ""
+                parts.append(((prefix, suffix), events))
+            yield encode_records(caches, parts, offset, observed).encode()

@@ -6,6 +6,7 @@ import errno
 import os
 import json
 
+import orjson
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings, strategies as st
 from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
@@ -233,3 +234,31 @@ def test_ndjson_groups_are_the_lines_of_each_group_with_its_tail_in_chunks_of_an
     rows = [json.loads(line) for line in expected.splitlines()]
     assert [row["group"] for row in rows] == [n for n, size in enumerate(sizes) for _ in events[:size]][:len(rows)]
     assert [row["network.local.port"] for row in rows] == [s.lport for s in sessions]
+
+
+def test_otlp_json_groups_are_one_resource_each_in_chunks_of_any_groups():
+    sizes = [1, CHUNK_RECORDS + 2, 3, CHUNK_RECORDS - 6, 2]
+    sessions = [session(lport=1000 + i) for i in range(sum(sizes))]
+    events = as_events(sessions)
+    groups, start = [], 0
+    for n, size in enumerate(sizes):
+        resource = orjson.dumps(resource_json(Resource.create({"service.name": f"group-{n}"}))).decode()
+        groups.append((resource, events[start:start + size]))
+        start += size
+    encoder = OtlpJsonEncoder(resource_json(Resource.create({})), scope_json(), "logs",
+                              ProcessNames(proc="/nonexistent"))
+    chunks = list(encoder.encode_groups(groups[:2] + [(groups[2][0], [])] + groups[2:], FixedClock.offset_ns,
+                                        OBSERVED))  # an empty group is left out
+    assert [chunk.count(b'"traceId"') for chunk in chunks] == [CHUNK_RECORDS, CHUNK_RECORDS,
+                                                               sum(sizes) - 2 * CHUNK_RECORDS]
+    line = b"".join(chunks)
+    assert line.endswith(b"]}\n") and line.count(b"\n") == 1
+    data = json.loads(line)
+    names = [next(a["value"]["stringValue"] for a in rl["resource"]["attributes"] if a["key"] == "service.name")
+             for rl in data["resourceLogs"]]
+    assert names == [f"group-{n}" for n in range(len(sizes))]
+    records = [rl["scopeLogs"][0]["logRecords"] for rl in data["resourceLogs"]]
+    assert [len(r) for r in records] == sizes
+    ports = [a["value"]["intValue"] for r in records for record in r for a in record["attributes"]
+             if a["key"] == "network.local.port"]
+    assert ports == [str(s.lport) for s in sessions]
