@@ -19,6 +19,7 @@ socket table held are found again by the socket iterator, with an unknown start.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -137,6 +138,21 @@ def other_versions(root: str, version: str) -> list[str]:
         return []
 
 
+@contextlib.contextmanager
+def locked(path: str, in_use: str):
+    """A version's pin directory, held for the block (the lock a running agent holds); ProbeError
+    with the in_use text when an agent holds it."""
+    lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ProbeError(f"the pins at {path} {in_use}: stop it first") from None
+        yield
+    finally:
+        os.close(lock)
+
+
 def discard_version(libbpf, root: str, version: str) -> int:
     """Removes another version's pins: its links first (so nothing more is written), then counts
     the records its ring buffer still holds, unread, and removes its maps. Returns that count."""
@@ -144,13 +160,7 @@ def discard_version(libbpf, root: str, version: str) -> int:
     from .ring import RingReader
 
     path = os.path.join(root, version)
-    lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ProbeError(f"the pins at {path} (an agent of another version) are in use by a running "
-                             "otel-tcplife: stop it first") from None
+    with locked(path, "(an agent of another version) are in use by a running otel-tcplife"):
         shutil.rmtree(os.path.join(path, LINKS), ignore_errors=True)
         unread = 0
         events = os.path.join(path, "events")
@@ -170,8 +180,6 @@ def discard_version(libbpf, root: str, version: str) -> int:
                     os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
         return unread
-    finally:
-        os.close(lock)
 
 
 def unpin(root: str) -> list[str]:
@@ -181,16 +189,9 @@ def unpin(root: str) -> list[str]:
     removed = []
     for version in other_versions(root, ""):
         path = os.path.join(root, version)
-        lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ProbeError(f"the pins at {path} are in use by a running otel-tcplife: stop it first") from None
+        with locked(path, "are in use by a running otel-tcplife"):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(version)
-        finally:
-            os.close(lock)
     try:
         os.rmdir(root)
     except OSError as exc:
