@@ -24,6 +24,7 @@ class BuildPyWithBpf(build_py):
             bpf_build.build(BPF_OBJECT)
         super().run()
         target = os.path.join(self.build_lib, "otel_tcplife", "bpf")
+        self.mkpath(target)  # an editable build's build_lib holds no package files
         for name in BPF_SOURCES:
             self.copy_file(os.path.join(HERE, "bpf", name), os.path.join(target, name))
 
