@@ -373,8 +373,6 @@ def run(config: Config) -> int:
                 exports = ", ".join(f"{signal} to {s.target}" for signal, s in config.otlp.items())
                 log.line(f"tracing via {probe.attach_mode}; format {config.format}"
                          f"{'; exporting ' + exports if exports else ''}")
-            if config.probe.pin_root and not getattr(probe, "pinned", False):
-                log.line("the bcc backend pins nothing: a restart loses the sessions open or unread then")
             pipeline.bind_probe(probe)
             if getattr(probe, "pinned", False):
                 pipeline.stats.restart = lambda: {"duplicated": probe.duplicated,

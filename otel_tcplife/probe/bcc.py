@@ -287,6 +287,8 @@ class BccProbe:
         if s.attach == "tp_btf":
             raise ProbeError("--attach tp_btf needs the CO-RE backend: the bcc backend attaches the classic tracepoint")
         self.warnings += preflight.check_privileges()
+        if s.pin_root:
+            self.warnings.append("the bcc backend pins nothing: a restart loses the sessions unread or open then")
         preflight.ensure_tracefs()
         btf = backend.kernel_btf_present()
         missing = backend.bcc_missing(btf)

@@ -59,7 +59,9 @@ class CoreProbe:
         self._ring: RingReader | LibbpfRingReader | None = None
         self._counters_fd = -1
         self._links: list[tuple[str, int]] = []  # (program, link) attached by this load
-        # Pinned state (settings.pin_root): see pins.py.
+        # Pinned state (settings.pin_root): see pins.py. pin_root is None once pins turn out unusable
+        # here (no bpffs, a read-only /sys): the agent then runs without them, and says so.
+        self.pin_root = settings.pin_root
         self.pins: pins.PinDir | None = None
         self.discarded: dict[str, int] = {}  # other layout versions removed at start -> their unread records
         self.duplicated = 0  # records re-read that an earlier agent had handed to a durable output
@@ -81,8 +83,11 @@ class CoreProbe:
         self.warnings += preflight.run_all()
         self.libbpf = Libbpf(verbose=self.settings.verbose)
         path = object_path()
-        if self.settings.pin_root:
-            pins.ensure_bpffs(self.settings.pin_root)
+        if self.pin_root:
+            try:
+                pins.ensure_bpffs(self.pin_root)
+            except ProbeError as exc:
+                self._without_pins(exc)
         modes = ("tp_btf", "tracepoint") if self.settings.attach == "auto" else (self.settings.attach,)
         for i, mode in enumerate(modes):
             try:
@@ -101,6 +106,10 @@ class CoreProbe:
                 self.warnings.append(f"{exc}: sessions open before the start are not reported")
         return self
 
+    def _without_pins(self, exc: ProbeError) -> None:
+        self.warnings.append(f"{exc}; running without pins: a restart loses the sessions unread or open then")
+        self.pin_root = None
+
     def _open_pins(self, obj: int) -> pins.PinDir:
         lib = self.libbpf
         described = {}
@@ -108,7 +117,7 @@ class CoreProbe:
             m = lib.find_map(obj, name)
             described[name] = (lib.lib.bpf_map__type(m), lib.lib.bpf_map__key_size(m),
                                lib.lib.bpf_map__value_size(m), lib.lib.bpf_map__map_flags(m))
-        root = self.settings.pin_root
+        root = self.pin_root
         version = pins.layout_version(described)
         for other in pins.other_versions(root, version):
             self.discarded[other] = pins.discard_version(lib, root, other)
@@ -192,9 +201,14 @@ class CoreProbe:
         events = lib.find_map(obj, "events")
         ring_bytes = self.settings.ring_buffer_bytes
         lib.check_int("sizing ring buffer", lib.lib.bpf_map__set_max_entries(events, ring_bytes))
-        if self.settings.pin_root:
-            if self.pins is None:
+        if self.pin_root and self.pins is None:
+            try:
                 self.pins = self._open_pins(obj)
+            except pins.PinsInUse:
+                raise
+            except ProbeError as exc:
+                self._without_pins(exc)
+        if self.pins is not None:
             ring_bytes = self._pin_maps(obj)
         wanted = SET_STATE_PROGRAMS[mode]
         for name in SET_STATE_PROGRAMS.values():

@@ -81,6 +81,10 @@ def ensure_bpffs(root: str) -> None:
                          f"`mount -t bpf bpf {BPFFS}`, or start with --no-pin")
 
 
+class PinsInUse(ProbeError):
+    """Another running agent holds the pins."""
+
+
 class PinDir:
     """One version's pin directory, locked (flock) by one agent at a time."""
 
@@ -102,8 +106,8 @@ class PinDir:
         except BlockingIOError:
             os.close(self._lock)
             self._lock = -1
-            raise ProbeError(f"the pins at {self.path} are in use by another otel-tcplife "
-                             "(give each agent its own --pin-path, or --no-pin)") from None
+            raise PinsInUse(f"the pins at {self.path} are in use by another otel-tcplife "
+                            "(give each agent its own --pin-path, or --no-pin)") from None
         return self
 
     def map_path(self, name: str) -> str:
@@ -147,7 +151,7 @@ def locked(path: str, in_use: str):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ProbeError(f"the pins at {path} {in_use}: stop it first") from None
+            raise PinsInUse(f"the pins at {path} {in_use}: stop it first") from None
         yield
     finally:
         os.close(lock)

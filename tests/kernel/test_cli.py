@@ -239,7 +239,7 @@ def connect_until_exit(traffic, shell: subprocess.Popen) -> tuple[str, str]:
 def test_a_closed_pipe_ends_the_agent_quietly(traffic):
     # `otel-tcplife | head -1`: head leaves after the header; the next row's write fails.
     shell = subprocess.Popen(
-        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife -s | {{ head -1 >/dev/null; echo tracing; }}; '
+        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --no-pin -s | {{ head -1 >/dev/null; echo tracing; }}; '
                        'exit ${PIPESTATUS[0]}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert shell.stdout.readline() == "tracing\n"
@@ -251,7 +251,7 @@ def test_a_closed_pipe_ends_the_agent_quietly(traffic):
 def test_a_closed_pipe_ends_the_ndjson_agent_quietly(traffic):
     # The same with NDJSON: head reads the first session's line; a later write fails.
     shell = subprocess.Popen(
-        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --format ndjson | head -1; exit ${{PIPESTATUS[0]}}'],
+        ["bash", "-c", f'"{sys.executable}" -m otel_tcplife --no-pin --format ndjson | head -1; exit ${{PIPESTATUS[0]}}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "tracing via" in shell.stderr.readline()
     stdout, stderr = connect_until_exit(traffic, shell)

@@ -4,6 +4,7 @@ as systemd would. Only the output target differs: stdout here, the journal there
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -42,6 +43,19 @@ def the_units_flags() -> list[str]:
     return args
 
 
+@contextlib.contextmanager
+def unit_pins(uid: int):
+    """The pins' directory as the unit's ExecStartPre= makes it, owned by the unit's user (a test's
+    own, not the unit's path): its path, for --pin-path; removed after (detaching what is pinned)."""
+    pins = f"/sys/fs/bpf/otel-tcplife-unit-test-{uid}-{os.getpid()}"
+    os.mkdir(pins, 0o700)
+    os.chown(pins, uid, uid)
+    try:
+        yield pins
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)
+
+
 def as_the_unit(capabilities: list[str], *args: str, uid: int | None = None) -> list[str]:
     service = unit_settings()["Service"]
     assert service["DynamicUser"] == ["yes"] and service["NoNewPrivileges"] == ["yes"]
@@ -61,31 +75,28 @@ def test_the_agent_as_the_unit_runs_it_reports_sessions(traffic):
     capabilities = unit_list("AmbientCapabilities")
     assert capabilities == list(CAPABILITIES)
     server, port = traffic.server(name="tl-server", linger_ms=300)
-    # The pins' directory as the unit's ExecStartPre= makes it (a test's own, not the unit's path).
     uid = dynamic_uid()
-    pins = f"/sys/fs/bpf/otel-tcplife-unit-test-{uid}-{os.getpid()}"
-    os.mkdir(pins, 0o700)
-    os.chown(pins, uid, uid)
-    proc = subprocess.Popen(as_the_unit(capabilities, *the_units_flags(), "-L", str(port), "--pin-path", pins,
-                                        uid=uid), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        started = []
-        while "tracing via" not in (line := proc.stderr.readline()):
-            assert line, "".join(started) + proc.stderr.read()
-            started.append(line)
-        with open(f"/proc/{proc.pid}/status") as file:
-            status = parse_status(file.read())
-        traffic.client(name="tl-client", port=port).events()
-        server.events()
-        row = json.loads(proc.stdout.readline())
-        proc.send_signal(signal.SIGTERM)  # the unit's KillSignal=
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        pinned = os.listdir(pins)
-        shutil.rmtree(pins, ignore_errors=True)
+    with unit_pins(uid) as pins:
+        proc = subprocess.Popen(as_the_unit(capabilities, *the_units_flags(), "-L", str(port), "--pin-path", pins,
+                                            uid=uid), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            started = []
+            while "tracing via" not in (line := proc.stderr.readline()):
+                assert line, "".join(started) + proc.stderr.read()
+                started.append(line)
+            with open(f"/proc/{proc.pid}/status") as file:
+                status = parse_status(file.read())
+            traffic.client(name="tl-client", port=port).events()
+            server.events()
+            row = json.loads(proc.stdout.readline())
+            proc.send_signal(signal.SIGTERM)  # the unit's KillSignal=
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            pinned = os.listdir(pins)
     assert len(pinned) == 1  # one layout version's pins, made by the unit's user
     # Exactly the unit's capabilities, in every set, as a user that is not root.
     mask = sum(1 << CAPABILITY_NUMBERS[name] for name in capabilities)
