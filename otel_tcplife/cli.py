@@ -229,11 +229,13 @@ def build_parser() -> ArgumentParser:
     out.add_argument("--summary", action="store_true",
                      help="print the JSON stats line at exit in table mode too")
     pin = parser.add_argument_group("kernel state across restarts")
-    pin.add_argument("--pin-path", default=DEFAULT_PIN_ROOT, metavar="DIR",
-                     help="where the probe's maps and links are pinned, on bpffs (default %(default)s)")
-    pin.add_argument("--no-pin", action="store_true",
-                     help="pin nothing: the probe goes with the agent, and a restart loses the sessions open "
-                          "or unread then")
+    pin.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                     help="pin the probe's maps and links in bpffs, so that a restarted agent loses nothing; "
+                          "--no-pin: the probe goes with the agent, and a restart loses the sessions open or "
+                          "unread then (default: pinned, but for the classic table, which leaves nothing "
+                          "behind it unless asked)")
+    pin.add_argument("--pin-path", metavar="DIR",
+                     help=f"where the pins go, on bpffs (default {DEFAULT_PIN_ROOT}); implies --pin")
     pin.add_argument("--unpin", action="store_true",
                      help="remove the pins under --pin-path (detaching the probe) and exit")
     pin.add_argument("--pre-existing", action=argparse.BooleanOptionalAction, default=None,
@@ -246,10 +248,13 @@ def build_parser() -> ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None) -> Config:
     args = build_parser().parse_args(argv)
+    pin_path = DEFAULT_PIN_ROOT if args.pin_path is None else args.pin_path
     if args.unpin:
-        raise Unpin(args.pin_path)
-    if not args.pin_path or "\0" in args.pin_path:
-        raise UsageError(f"invalid --pin-path {args.pin_path!r}")
+        raise Unpin(pin_path)
+    if not pin_path or "\0" in pin_path:
+        raise UsageError(f"invalid --pin-path {pin_path!r}")
+    # The classic table at a terminal leaves nothing attached behind it, unless asked to.
+    pinned = args.pin if args.pin is not None else args.pin_path is not None or args.format != "table"
     pre_existing = args.format != "table" if args.pre_existing is None else args.pre_existing
     probe = ProbeSettings(
         pid=args.pid,
@@ -262,7 +267,7 @@ def parse_config(argv: Sequence[str] | None) -> Config:
         backend=args.backend,
         verbose=args.verbose,
         random_trace_ids=args.trace_ids == "random",
-        pin_root=None if args.no_pin else os.path.abspath(args.pin_path),
+        pin_root=os.path.abspath(pin_path) if pinned else None,
         pre_existing=pre_existing,
     )
     table = TableStyle(wide=args.wide, csv=args.csv, wall_time=args.time, timestamp=args.timestamp,

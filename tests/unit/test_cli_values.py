@@ -28,3 +28,16 @@ def test_the_family_flags_still_work_after_an_option_with_a_value():
     from otel_tcplife.cli import parse_config
     config = parse_config(["-p", "5", "-4"])
     assert (config.probe.pid, config.probe.family) == (5, 4)
+
+
+@pytest.mark.parametrize("args,pin_root", [
+    ([], None),  # the classic table leaves nothing attached behind it
+    (["--pin"], "/sys/fs/bpf/otel-tcplife"),
+    (["--pin-path", "/sys/fs/bpf/mine"], "/sys/fs/bpf/mine"),
+    (["--format", "ndjson"], "/sys/fs/bpf/otel-tcplife"),
+    (["--format", "journald", "--no-pin"], None),
+    (["--format", "none", "--pin-path", "/sys/fs/bpf/x", "--no-pin"], None),
+])
+def test_what_is_pinned_by_default(args, pin_root):
+    from otel_tcplife.cli import parse_config
+    assert parse_config(args).probe.pin_root == pin_root
