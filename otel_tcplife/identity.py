@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
 
 from .abi import comm_text
 from .enrich import ProcessNames, system_text
@@ -134,17 +135,13 @@ class ProcessResources:
         self._containers: dict[int, dict[str, str]] = {}
         self._by_owner: dict[tuple, Resource] = {}  # an owner as events hold it -> its Resource
 
-    def group(self, events: list[tuple], owners: list[tuple]) -> list[tuple[Resource, list[tuple]]]:
+    def group(self, events: list[tuple], owners: Iterable[tuple]) -> list[tuple[Resource, list[tuple]]]:
         """A batch's events grouped by the Resource of their owner, in order of first appearance.
         owners: per event, (pid, raw comm[, start_ns, cgroup_id]) as the event holds them; each
         distinct one is resolved once, and cached."""
-        by_owner: dict[tuple, list[tuple]] = {}
-        for event, owner in zip(events, owners):  # the per-event work: one lookup, one append
-            group = by_owner.get(owner)
-            if group is None:
-                by_owner[owner] = [event]
-            else:
-                group.append(event)
+        by_owner: defaultdict[tuple, list[tuple]] = defaultdict(list)
+        # The per-event work, one lookup and one append, in C: a Python loop cost a third more.
+        deque(map(list.append, map(by_owner.__getitem__, owners), events), maxlen=0)
         groups: dict[int, tuple[Resource, list[tuple]]] = {}  # by id(): Resources are shared objects
         resources = self._by_owner
         for owner, owned in by_owner.items():

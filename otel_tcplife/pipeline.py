@@ -238,7 +238,7 @@ class Pipeline:
         if self.identity is None:
             groups = [(None, events)]
         else:  # the records of each process together, as OTLP groups them under their Resource
-            groups = self.identity.group(events, list(map(self._owner, events)))
+            groups = self.identity.group(events, map(self._owner, events))
         if self.ndjson:
             tails = self._ndjson_tails
             # The batch in one write, however many processes it holds (each group's lines end with its tail).
