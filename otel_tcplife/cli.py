@@ -249,10 +249,10 @@ def build_parser() -> ArgumentParser:
 def parse_config(argv: Sequence[str] | None) -> Config:
     args = build_parser().parse_args(argv)
     pin_path = DEFAULT_PIN_ROOT if args.pin_path is None else args.pin_path
-    if args.unpin:
-        raise Unpin(pin_path)
     if not pin_path or "\0" in pin_path:
         raise UsageError(f"invalid --pin-path {pin_path!r}")
+    if args.unpin:
+        raise Unpin(os.path.abspath(pin_path))
     # The classic table at a terminal leaves nothing attached behind it, unless asked to.
     pinned = args.pin if args.pin is not None else args.pin_path is not None or args.format != "table"
     pre_existing = args.format != "table" if args.pre_existing is None else args.pre_existing

@@ -54,6 +54,7 @@ class CoreProbe:
     def __init__(self, settings: ProbeSettings) -> None:
         self.settings = settings
         self.attach_mode = ""
+        self.reader = settings.ring_reader  # mmap or libbpf, once started
         self.warnings: list[str] = []
         self._stack = ExitStack()
         self._ring: RingReader | LibbpfRingReader | None = None
@@ -83,6 +84,13 @@ class CoreProbe:
         self.warnings += preflight.run_all()
         self.libbpf = Libbpf(verbose=self.settings.verbose)
         path = object_path()
+        self.reader = self.settings.ring_reader
+        if self.reader == "auto":
+            self.reader = default_ring_reader()
+        if self.pin_root and self.reader == "libbpf":
+            # Pins hold records back until they are durable: libbpf's reader releases them as it reads.
+            self._without_pins(ProbeError("the ring buffer reader of this architecture (libbpf's) cannot "
+                                          "hold records back until they are durable"))
         if self.pin_root:
             try:
                 pins.ensure_bpffs(self.pin_root)
@@ -231,11 +239,8 @@ class CoreProbe:
 
         self._counters_fd = lib.check_int("finding counters", lib.lib.bpf_map__fd(lib.find_map(obj, "counters")))
         events_fd = lib.check_int("finding ring buffer", lib.lib.bpf_map__fd(events))
-        reader = self.settings.ring_reader
         event = abi.event_struct(self.settings.event_fields or abi.EVENT_NAMES)  # what the outputs read
-        if reader == "auto":
-            reader = default_ring_reader()
-        if reader == "libbpf":  # consumes as it reads: with pins, a SIGKILL may lose the batch being read
+        if self.reader == "libbpf":  # consumes as it reads: never with pins (start)
             self._ring = LibbpfRingReader(lib, events_fd, event)
         else:
             try:

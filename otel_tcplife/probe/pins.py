@@ -24,6 +24,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 
 from .. import abi
@@ -35,6 +36,8 @@ PINNED_MAPS = ("socks", "events", "counters", "agent_state")
 LINKS = "links"
 NEW_SUFFIX = "_new"  # a link being pinned, before it is renamed over the old one (bpffs names have no dots)
 VERSION_ENV = "OTEL_TCPLIFE_PIN_VERSION"  # tests: an agent of another layout, without a second build
+# A version's directory, as layout_version names it: nothing else under the root is ours to remove.
+VERSION_NAME = re.compile(r"v\d+-[A-Za-z0-9-]+")
 
 
 def layout_version(maps: dict[str, tuple[int, int, int, int]]) -> str:
@@ -62,8 +65,17 @@ def _mount_point(path: str) -> tuple[str, str]:
     return best, kind
 
 
+def check_root(root: str) -> None:
+    """The pin root is a directory of its own: not a mount point (/sys/fs/bpf holds other tools' pins)
+    nor the file system's root."""
+    if os.path.abspath(root) in (BPFFS, "/") or _mount_point(root)[0] == os.path.abspath(root):
+        raise ProbeError(f"pin path {root} is a mount point: give a directory of its own under it, "
+                         f"e.g. {DEFAULT_ROOT}")
+
+
 def ensure_bpffs(root: str) -> None:
     """The pin root must be on bpffs: mounts it at /sys/fs/bpf when nothing is mounted there."""
+    check_root(root)
     point, kind = _mount_point(root)
     if kind == "bpf":
         return
@@ -135,9 +147,11 @@ class PinDir:
 
 
 def other_versions(root: str, version: str) -> list[str]:
+    """The versions pinned under root but this one: directories named as layout_version names them,
+    holding an agent's state. Anything else there is left alone."""
     try:
-        return sorted(name for name in os.listdir(root) if name != version
-                      and os.path.isdir(os.path.join(root, name)))
+        return sorted(name for name in os.listdir(root) if name != version and VERSION_NAME.fullmatch(name)
+                      and os.path.exists(os.path.join(root, name, "agent_state")))
     except FileNotFoundError:
         return []
 
@@ -187,9 +201,13 @@ def discard_version(libbpf, root: str, version: str) -> int:
 
 
 def unpin(root: str) -> list[str]:
-    """Removes every version's pins under root (detaching the probe); returns the versions removed."""
+    """Removes every version's pins under root (detaching the probe); returns the versions removed.
+    A root that is not a directory of its own on bpffs is refused: nothing else is removed."""
     if not os.path.isdir(root):
         return []
+    check_root(root)
+    if _mount_point(root)[1] != "bpf":
+        raise ProbeError(f"pin path {root} is not on a BPF file system (bpffs): nothing to unpin there")
     removed = []
     for version in other_versions(root, ""):
         path = os.path.join(root, version)

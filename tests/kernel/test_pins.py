@@ -319,3 +319,40 @@ def test_without_a_usable_pin_path_the_agent_runs_unpinned_and_says_so(tmp_path,
     assert warning.startswith("otel-tcplife: warning: ") and "bpffs" in warning
     assert not (tmp_path / "not-bpffs").exists()
     assert [r["network.local.port"] for r in ndjson(out)] == [port]
+
+
+def test_only_the_agents_own_pins_are_ever_removed(pin_root, tmp_path):
+    # Beside the agent's pins: directories of something else, one named like a version.
+    os.makedirs(os.path.join(pin_root, "other-tool"))
+    os.makedirs(os.path.join(pin_root, "v9-looks-like-ours"))
+    Agent(pin_root, "--format", "ndjson").kill()  # another layout's pins would be discarded here
+    done = subprocess.run([sys.executable, "-m", "otel_tcplife", "--unpin", "--pin-path", pin_root],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(pin_root)) == ["other-tool", "v9-looks-like-ours"]
+    # Not on bpffs, or a mount point: refused, nothing removed.
+    (tmp_path / "root" / "data").mkdir(parents=True)
+    for path in (str(tmp_path / "root"), "/sys/fs/bpf"):
+        refused = subprocess.run([sys.executable, "-m", "otel_tcplife", "--unpin", "--pin-path", path],
+                                 capture_output=True, text=True, cwd=ROOT)
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert (tmp_path / "root" / "data").is_dir() and os.listdir("/sys/fs/bpf")
+    # An agent asked to pin at the mount point itself runs unpinned, touching nothing there.
+    before = sorted(os.listdir("/sys/fs/bpf"))
+    agent = Agent("/sys/fs/bpf", "--format", "ndjson")
+    agent.stop()
+    assert any("is a mount point" in line for line in agent.lines)
+    assert sorted(os.listdir("/sys/fs/bpf")) == before
+
+
+def test_the_libbpf_reader_of_other_architectures_runs_unpinned_and_says_so(pin_root):
+    from otel_tcplife.probe import CoreProbe, ProbeSettings
+
+    probe = CoreProbe(ProbeSettings(pin_root=pin_root, ring_reader="libbpf")).start()
+    try:
+        assert not probe.pinned and probe.read(0) == []
+        (warning,) = [w for w in probe.warnings if "running without pins" in w]
+        assert "libbpf" in warning
+    finally:
+        probe.close()
+    assert not os.path.exists(pin_root)
