@@ -71,21 +71,31 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* The reader's place in `events`, pinned with it (struct pin_state); only user space uses it. */
+/*
+ * The reader's place in `events`, pinned with it (struct pin_state); only user space uses it.
+ * The bcc backend pins nothing: it defines TCPLIFE_NO_PINS, and its generator drops the map.
+ */
+#ifndef TCPLIFE_NO_PINS
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct pin_state);
 } agent_state SEC(".maps");
+#endif /* TCPLIFE_NO_PINS */
 
-/* Local ports of listening sockets, filled by the socket iterator before it meets the others. */
+/*
+ * Local ports of listening sockets, filled by the socket iterator before it meets the others.
+ * Only the iterators use it (see TCPLIFE_NO_ITER below).
+ */
+#ifndef TCPLIFE_NO_ITER
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, __u8);
 } listen_ports SEC(".maps");
+#endif /* TCPLIFE_NO_ITER */
 
 /*
  * A field of a kernel object. tp_btf hands the program a socket pointer whose type the
@@ -508,7 +518,7 @@ int sys_exit_accept(struct syscall_exit_ctx *ctx)
 /*
  * Sessions open before tracing: run once by the agent at start (user space reads each iterator
  * to its end), after the tracepoints are attached. The bcc backend has no iterators: it defines
- * TCPLIFE_NO_ITER, and its generator drops these programs.
+ * TCPLIFE_NO_ITER, and its generator drops these programs, their types and `listen_ports`.
  */
 #ifndef TCPLIFE_NO_ITER
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)

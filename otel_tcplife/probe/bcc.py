@@ -37,10 +37,7 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
 def config_bytes(s: ProbeSettings) -> bytes:
     """struct probe_config, as CoreProbe writes it into .rodata."""
     wakeup_bytes = s.ring_buffer_bytes // 4 if s.poll_interval > 0 else 0
-    args = [s.pid, s.family, s.local_ports, s.remote_ports, wakeup_bytes]
-    if "random_trace_ids" in abi.pack_config.__code__.co_varnames:
-        args.append(getattr(s, "random_trace_ids", False))
-    return abi.pack_config(*args)
+    return abi.pack_config(s.pid, s.family, s.local_ports, s.remote_ports, wakeup_bytes, s.random_trace_ids)
 
 
 @contextlib.contextmanager
@@ -289,6 +286,8 @@ class BccProbe:
         self.warnings += preflight.check_privileges()
         if s.pin_root:
             self.warnings.append("the bcc backend pins nothing: a restart loses the sessions unread or open then")
+        if s.pre_existing:
+            self.warnings.append("the bcc backend has no socket iterator: sessions open before the start are not reported")
         preflight.ensure_tracefs()
         btf = backend.kernel_btf_present()
         missing = backend.bcc_missing(btf)

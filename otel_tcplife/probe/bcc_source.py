@@ -16,6 +16,9 @@ is transformed generically.
   with the settings' bytes, so the filters fold into the program as they do in the CO-RE object.
 - Programs: SEC("tracepoint/CATEGORY/EVENT") functions are kept (attached by probe/bcc.py);
   BTF-only ones (tp_btf, fentry, ...) are dropped: bcc cannot load them.
+- What the sources leave out of a build without iterators or pins (`#ifndef TCPLIFE_NO_ITER`,
+  `#ifndef TCPLIFE_NO_PINS`: the iterator programs, their types and maps, the pinned reader
+  state) is cut from the text, and the macros are defined in the prelude.
 """
 
 from __future__ import annotations
@@ -75,8 +78,49 @@ class KernelTypes:
 MEMBER = re.compile(r"^(?P<type>.*?)(?P<name>\w+)\s*(?P<dims>(\[\s*\w+\s*\])*)$")
 
 
+# What the bcc build leaves out: `#ifndef NAME` blocks of the sources, for each NAME here.
+BCC_DEFINES = ("TCPLIFE_NO_ITER", "TCPLIFE_NO_PINS")
+CONDITIONAL = re.compile(r"^[ \t]*#[ \t]*(?P<directive>ifndef|ifdef|if|else|elif|endif)\b[ \t]*(?P<arg>\w*)[^\n]*\n?", re.M)
+
+
+def drop_excluded(text: str, defined: tuple[str, ...] = BCC_DEFINES) -> str:
+    """The text without its `#ifndef NAME ... #endif` blocks for each NAME in `defined` (their
+    `#else` branches kept), as the preprocessor would leave it with NAME defined: the generated
+    program then never carries what bcc cannot use."""
+    out, pos = [], 0
+    stack: list[str] = []  # per open conditional: "drop", "keep" (an #else being kept), or "other"
+    dropping = lambda: "drop" in stack  # noqa: E731
+    for m in CONDITIONAL.finditer(text):
+        directive, arg = m.group("directive"), m.group("arg")
+        if not dropping():
+            out.append(text[pos:m.start()])
+        pos = m.end()
+        if directive == "ifndef" and arg in defined:
+            stack.append("drop")
+            continue
+        if directive in ("ifndef", "ifdef", "if"):
+            stack.append("other")
+        elif directive == "else" and stack and stack[-1] in ("drop", "keep"):
+            stack[-1] = "keep" if stack[-1] == "drop" else "drop"
+            continue
+        elif directive == "elif" and stack and stack[-1] in ("drop", "keep"):
+            raise ProbeError(f"#elif in an #ifndef of {', '.join(defined)}: the bcc generator takes #else only")
+        elif directive == "endif":
+            if not stack:
+                raise ProbeError("unbalanced #endif")
+            if stack.pop() in ("drop", "keep"):
+                continue
+        if not dropping():
+            out.append(m.group(0))
+    if stack:
+        raise ProbeError("unterminated #if")
+    if not dropping():
+        out.append(text[pos:])
+    return "".join(out)
+
+
 def parse_kernel_types(text: str) -> KernelTypes:
-    text = strip_comments(text)
+    text = drop_excluded(strip_comments(text))
     push = re.search(r"#pragma\s+clang\s+attribute\s+push[^\n]*\n", text)
     pop = re.search(r"#pragma\s+clang\s+attribute\s+pop[^\n]*\n", text)
     if not push or not pop:
@@ -211,6 +255,7 @@ def emit_struct(struct: KernelStruct, layout: Layout | None, missing: set[tuple[
 
 PRELUDE = r"""
 #define BPF_LICENSE Dual BSD/GPL
+""" + "".join(f"#define {name} 1\n" for name in BCC_DEFINES) + r"""
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
@@ -413,8 +458,8 @@ def generate(layouts: Layouts, config: bytes, *, ring_buffer: bool = True, ring_
             return f.read()
 
     kernel = parse_kernel_types(read("kernel_types.h"))
-    header = strip_comments(read("tcplife.h"))
-    text = strip_comments(read("tcplife.bpf.c"))
+    header = drop_excluded(strip_comments(read("tcplife.h")))
+    text = drop_excluded(strip_comments(read("tcplife.bpf.c")))
 
     enum_re = r"bpf_core_enum_value\(\s*enum\s+(\w+)\s*,\s*(\w+)\s*\)"
     layouts.prepare(kernel.structs, sorted(set(re.findall(enum_re, text))))

@@ -139,6 +139,38 @@ def test_the_core_agent_does_not_import_bcc():
     assert done.stdout.split() == ["CoreProbe", "False", "False"], done.stderr
 
 
+def test_the_generated_program_has_no_iterators_or_pinned_state():
+    """The bcc build defines TCPLIFE_NO_ITER and TCPLIFE_NO_PINS: the iterator programs, their
+    types and listen_ports, and agent_state, are cut from the text (the CO-RE object keeps them)."""
+    from otel_tcplife.probe.bcc import config_bytes
+
+    generated = bcc_source.generate(bcc_source.BtfLayouts(preflight.KERNEL_BTF), config_bytes(ProbeSettings()))
+    assert {p.section.split("/", 1)[0] for p in generated.programs} == {"tracepoint"}
+    for name in ("find_sockets", "find_owners", "bpf_iter", "___iter", "listen_ports", "agent_state"):
+        assert name not in generated.text
+    assert "#define TCPLIFE_NO_ITER 1" in generated.text
+    source = (ROOT / "bpf" / "tcplife.bpf.c").read_text()
+    assert "listen_ports" in source and "agent_state" in source and "find_sockets" in source
+    # An #else branch is what the preprocessor would keep; other conditionals stay as they are.
+    text = "a\n#ifndef TCPLIFE_NO_ITER\nb\n#ifdef X\nc\n#endif\n#else\nd\n#endif\n#ifdef Y\ne\n#endif\n"
+    assert bcc_source.drop_excluded(text) == "a\nd\n#ifdef Y\ne\n#endif\n"
+
+
+@pytest.mark.parametrize("fmt,warned", [("ndjson", True), ("table", False)])
+def test_bcc_says_it_finds_no_sessions_open_before_the_start(fmt, warned):
+    """--pre-existing (the default but for the classic table) needs the socket iterator, which
+    the bcc backend does not have: said once at start rather than silently ignored."""
+    script = ("import os, signal, sys, threading\n"
+              "threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+              "from otel_tcplife.cli import main\n"
+              f"sys.exit(main(['--backend', 'bcc', '--format', {fmt!r}, '--no-pin', '-L', '1']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    message = "the bcc backend has no socket iterator: sessions open before the start are not reported"
+    assert (message in done.stderr) == warned, done.stderr
+    assert "pins nothing" not in done.stderr
+
+
 def test_forced_bcc_says_tp_btf_is_core_only():
     done = subprocess.run([sys.executable, "-m", "otel_tcplife", "--backend", "bcc", "--attach", "tp_btf"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
