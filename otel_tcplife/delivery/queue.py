@@ -13,7 +13,7 @@ Invariants:
     len(items) (default: one run tagged None). take(runs=out) appends to `out` the runs of the items it
     returns, in order, summing to their number: a run cut by a take, an eviction or the capacity keeps its
     tag on both sides. The queue keeps one entry per run, not per item (OTLP's Resource of each record,
-    which the encoder groups by: a tuple per record cost more than the grouping itself).
+    which the encoder groups by: no tuple per record).
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class NdjsonEncoder(GeneratedEncoder):
 
     def encode_groups(self, groups: Iterable[tuple[str, Sequence[tuple]]], offset: int) -> Iterator[bytes]:
         """encode's lines for groups of events, (tail, events) each, in order, in chunks of CHUNK_LINES
-        lines whatever the groups' sizes (a call per group cost as much again for small groups)."""
+        lines whatever the groups' sizes (one call per chunk, not per group: small groups are common)."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
         return (encode_chunk(caches, rfc3339, chunk, offset) for chunk in group_chunks(groups, CHUNK_LINES))
 

@@ -281,7 +281,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
             field, pack_head, size = child_span_head(*contract.SPANS[role])
             child_head = values.constant("span_child", (pack_head, size))
-            choose_head = [f"if span_ids[24:] == NO_PARENT:", f"    span_head = {span_head}",
+            choose_head = ["if span_ids[24:] == NO_PARENT:", f"    span_head = {span_head}",
                            "else:", f"    span_head = (PARENT_TAG + span_ids[24:] + {field!r}, *{child_head})"]
         else:
             choose_head = [f"span_head = {span_head}"]

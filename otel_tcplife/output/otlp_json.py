@@ -138,7 +138,7 @@ class OtlpJsonEncoder(GeneratedEncoder):
                       observed: int) -> Iterator[bytes]:
         """One line for groups of events, a ResourceLogs (ResourceSpans) each: (the Resource's JSON,
         events). Made and yielded in pieces of CHUNK_RECORDS records whatever the groups' sizes (one call
-        each: a call per group cost as much again for small groups): only one piece is in memory at a
+        each, not one per group: small groups are common): only one piece is in memory at a
         time (under the size malloc serves from fresh pages, interpreter.tune_malloc)."""
         encode_records, caches = self.generated.function, self.caches
         groups = [group for group in groups if group[1]]

@@ -348,7 +348,7 @@ def test_only_the_agents_own_pins_are_ever_removed(pin_root, tmp_path):
 def test_the_libbpf_reader_of_other_architectures_runs_unpinned_and_says_so(pin_root):
     from otel_tcplife.probe import CoreProbe, ProbeSettings
 
-    probe = CoreProbe(ProbeSettings(pin_root=pin_root, ring_reader="libbpf")).start()
+    probe = CoreProbe(ProbeSettings(pin_root=pin_root, ring_reader="libbpf", local_ports=(1,))).start()
     try:
         assert not probe.pinned and probe.read(0) == []
         (warning,) = [w for w in probe.warnings if "running without pins" in w]

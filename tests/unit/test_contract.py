@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import errno
 import json
-import os
 import traceback
 
 import pytest

@@ -4,7 +4,6 @@ records RecordBuilder makes of the same events decoded into Sessions."""
 from __future__ import annotations
 
 import errno
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
