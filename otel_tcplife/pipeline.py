@@ -155,36 +155,34 @@ class Pipeline:
 
     def bind_probe(self, probe) -> None:
         """Commits the probe's reads once durable in every output that keeps them: stdout (its
-        formats write and flush each batch before the next read) and each signal's spool (appended,
-        in the spooler thread: Spool.on_append). The other outputs (journald, OTLP without a spool)
-        keep nothing across a restart: their batches commit at once. Each output first says which
-        records it is about to make durable (probe.hand): those are duplicates if read again."""
+        formats write and flush each batch before the next read) and each signal's spool (up to its
+        exporter's durable frontier: QueuedExporter.durable_prefix, moved by its spooler thread, which
+        tells on_durable). The other outputs (journald, OTLP without a spool) keep nothing across a
+        restart: their batches commit at once. Each output first says which records it is about to
+        make durable (probe.hand): those are duplicates if read again."""
         if not getattr(probe, "pinned", False):
             return
         self._probe = probe
         self._stdout_durable = self.config.format in ("table", "ndjson", "otlp-json", "otlp-json-traces")
         self._stdout_seq = probe.read_seq
-        base = probe.read_seq
+        base = probe.read_seq  # each exporter is offered every record read from here, in order
         self._spool_frontiers = []
-        for signal, exporter in self.exporters.items():
-            spool = getattr(exporter, "_spool", None)
-            if spool is None:
+        for exporter in self.exporters.values():
+            if getattr(exporter, "_spool", None) is None:
                 continue
-            appended = [0]
-            stats = exporter.stats
 
-            # Records leave the memory queue in order: into the spool, or dropped from a full queue.
-            def frontier(appended=appended, stats=stats) -> int:
-                return base + appended[0] + stats.dropped_queue_full
+            # Records before base + the frontier are in the spool, or counted as dropped (the
+            # exporter knows the order in which they leave its memory queue).
+            def frontier(exporter=exporter) -> int:
+                return base + exporter.durable_prefix()
 
-            def on_append(count: int, done: bool, appended=appended, frontier=frontier) -> None:
+            def on_durable(prefix: int, done: bool) -> None:
                 if not done:
-                    probe.hand(frontier() + count)
+                    probe.hand(base + prefix)
                 else:
-                    appended[0] += count
                     self._commit()
 
-            spool.on_append = on_append
+            exporter.on_durable = on_durable
             self._spool_frontiers.append(frontier)
 
     def _before_stdout(self) -> None:

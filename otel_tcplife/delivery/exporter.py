@@ -45,6 +45,18 @@ sent again by the next run and counted there in `duplicated` (part of `replayed`
 damaged in the spool at start (`corrupted_records`) were counted as `spooled` by the run that wrote
 them, and are not part of this run's figures. Log lines carry counts, reasons and server messages,
 never payload contents.
+
+Durable frontier, with a spool (durable_prefix): how many of the records offered, counted from the
+first, are settled, i.e. in the spool or counted as dropped, with none before them still in memory. A
+caller that must not forget records before they are durable (a pinned ring buffer: pipeline.bind_probe)
+releases up to there. Records leave the memory queue in order: taken by the one spooler thread, or
+evicted, oldest first, when the queue is full. Evicted records come after the batch the spooler holds,
+so while it holds one they are only noted; when the batch is settled (each of its records appended, or
+counted as dropped, whatever the path), the frontier moves past the batch and the records evicted
+meanwhile. An eviction while nothing is held moves it at once. Records dropped at shutdown
+(dropped_shutdown) do not move it: they are not durable, and a pinned ring buffer keeps them for the
+next run. on_durable(frontier, done) is told before a batch's first append (done False: records before
+`frontier` are about to be durable) and after the frontier moved past a batch (done True).
 """
 
 from __future__ import annotations
@@ -274,6 +286,12 @@ class QueuedExporter(Generic[T]):
         self._appended = 0
         self._spooler_done = False
         self._spooler_started = False
+        # The durable frontier (module docstring), under `_frontier`, a lock taken last (inside any other).
+        self._frontier = threading.Lock()
+        self._prefix = 0  # records offered, from the first, all settled
+        self._hold = 0  # records of the batch the spooler took and has not settled (0: none)
+        self._hold_evicted = 0  # records evicted from the queue while it held that batch: they come after it
+        self.on_durable: Callable[[int, bool], None] | None = None
 
     def start(self) -> None:
         """Starts the daemon worker threads (once): max_in_flight workers, plus a spooler with a spool."""
@@ -310,6 +328,7 @@ class QueuedExporter(Generic[T]):
                     self.stats.add(accepted=len(items))
                     return
                 self.stats.add(accepted=len(items), dropped_queue_full=dropped)
+                self._evicted(dropped)
             else:
                 self.stats.add(accepted=len(items), dropped_shutdown=len(items))
         if closing:
@@ -359,13 +378,45 @@ class QueuedExporter(Generic[T]):
         """Holds every move of records between the figures of a snapshot: offer() counts under _lock,
         a take from the queue under the queue's lock (on_take), a spool append or ack under _account;
         the rest in one stats.add(). (The order of the locks, here as everywhere: _lock, the queue's,
-        _account, then the spool's or the stats'.)"""
+        _account, then the spool's or the stats'; `_frontier` last of all.)"""
         with self._lock, self._queue.lock, self._account:
             yield
 
     def _took(self, count: int) -> None:
         """on_take of the workers' takes: the records are now in flight."""
         self.stats.add(in_flight=count)
+
+    def _spool_took(self, count: int) -> None:
+        """on_take of the spooler's takes: the records are now in flight, and held (durable frontier).
+        Under the queue's lock, so the hold begins before any later eviction is noted. (An eviction just
+        before the take, noted by offer() only after it, is then deferred to the end of the hold: the
+        frontier lags, never leads.)"""
+        self.stats.add(in_flight=count)
+        with self._frontier:
+            self._hold = count
+            self._hold_evicted = 0
+
+    def _evicted(self, count: int) -> None:
+        """Records dropped from a full queue: they come after any batch the spooler holds."""
+        with self._frontier:
+            if self._hold:
+                self._hold_evicted += count
+            else:
+                self._prefix += count
+
+    def _release_hold(self, settled: bool) -> None:
+        """The spooler is done with its batch: if it is settled (not cut short by shutdown), the frontier
+        moves past it and the records evicted while it was held."""
+        with self._frontier:
+            if settled:
+                self._prefix += self._hold + self._hold_evicted
+            self._hold = self._hold_evicted = 0
+
+    def durable_prefix(self) -> int:
+        """With a spool: how many of the records offered, from the first, are settled (in the spool, or
+        counted as dropped before shutdown): see the module docstring."""
+        with self._frontier:
+            return self._prefix
 
     def _join_workers(self, deadline: float) -> None:
         """Waits for the workers until the deadline, then ends retry waits and gives them a moment."""
@@ -446,7 +497,7 @@ class QueuedExporter(Generic[T]):
         try:
             while not self._stop.is_set():
                 runs = [] if self._runs else None
-                items = self._queue.take(self._max_batch, self._flush_interval, self._took, runs)
+                items = self._queue.take(self._max_batch, self._flush_interval, self._spool_took, runs)
                 if items:
                     self._spool_batch(items, runs)
                 elif self._queue.closed and not len(self._queue):
@@ -457,11 +508,15 @@ class QueuedExporter(Generic[T]):
                 self._spool_ready.notify_all()
 
     def _spool_batch(self, items: list[T], runs: list[tuple[object, int]] | None = None) -> None:
+        """Encodes and spools a batch the spooler took (held: see _spool_took), then settles it."""
         with self._account:
             if self._settled:
                 self.stats.add(dropped_shutdown=len(items), in_flight=-len(items))
+                self._release_hold(False)
                 return
             self._spooling = len(items)
+        hook = self.on_durable
+        handed = hook is None
         try:
             requests = self._encode_checked(items, runs, need_bytes=True)
             if requests is not None:
@@ -471,6 +526,9 @@ class QueuedExporter(Generic[T]):
                 with self._account:
                     if self._settled:
                         return  # shutdown counted what we hold as dropped_shutdown
+                    if not handed:  # the frontier does not move while we hold the batch
+                        handed = True
+                        hook(self._prefix + self._hold, False)
                     self._spool.append(payload, count)  # the spool counts what it drops
                     self._spooling -= count
                     self.stats.add(in_flight=-count)
@@ -481,10 +539,19 @@ class QueuedExporter(Generic[T]):
             self._log(f"unexpected {type(error).__name__} while spooling a batch")
         finally:
             with self._account:
-                # Encode failed (requests is None, already logged), or the code above has a bug.
-                if self._spooling and not self._settled:
+                # Encode failed (requests is None, already logged), a half was left out (_fit), or the
+                # code above has a bug: counted, so the batch is settled all the same.
+                settled = not self._settled
+                if self._spooling and settled:
                     self.stats.add(dropped_permanent=self._spooling, in_flight=-self._spooling)
                 self._spooling = 0
+                self._release_hold(settled)
+                frontier = self._prefix
+            if settled and hook is not None:
+                try:
+                    hook(frontier, True)
+                except Exception as error:  # the spooler must survive it
+                    self._log(f"unexpected {type(error).__name__} after spooling a batch")
 
     def _wait_for_room(self, size: int) -> None:
         """While the collector takes requests (the last attempt did not fail), waits up to a request
