@@ -212,12 +212,15 @@ def test_the_daemonset_is_unprivileged_but_for_the_capabilities_and_says_why_hos
     (account,) = [doc for doc in manifests() if doc["kind"] == "ServiceAccount"]
     assert account["automountServiceAccountToken"] is False and pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == account["metadata"]["name"]
-    # Only the kernel's BTF, tracefs and the cgroup hierarchy from the host, read-only.
+    # Only the kernel's BTF, tracefs and the cgroup hierarchy from the host, read-only; and bpffs,
+    # where the agent pins the probe.
     mounts = {m["name"]: m for m in agent_container()["volumeMounts"]}
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    assert host_paths == {"btf": "/sys/kernel/btf", "tracefs": "/sys/kernel/tracing", "cgroup": "/sys/fs/cgroup"}
-    assert all(mounts[name]["readOnly"] is True and mounts[name]["mountPath"] == path
-               for name, path in host_paths.items())
+    assert host_paths == {"btf": "/sys/kernel/btf", "tracefs": "/sys/kernel/tracing", "cgroup": "/sys/fs/cgroup",
+                          "bpffs": "/sys/fs/bpf"}
+    assert all(mounts[name]["mountPath"] == path for name, path in host_paths.items())
+    assert all(mounts[name]["readOnly"] is True for name in host_paths if name != "bpffs")
+    assert "readOnly" not in mounts["bpffs"] and "--no-pin" not in agent_container()["args"]
 
 
 def test_the_daemonset_names_its_node_and_runs_the_image_of_this_version():
