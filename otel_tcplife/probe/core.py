@@ -81,6 +81,16 @@ class CoreProbe:
         return self.pins is not None
 
     def start(self) -> "CoreProbe":
+        """Loads and attaches the probe; on any failure, what was made is closed (links, maps, the
+        pins' lock) before the error goes on."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.warnings += preflight.run_all()
         self.libbpf = Libbpf(verbose=self.settings.verbose)
         path = object_path()
@@ -112,7 +122,6 @@ class CoreProbe:
                 self.pre_existing = self._find_open_sessions()
             except LibbpfError as exc:
                 self.warnings.append(f"{exc}: sessions open before the start are not reported")
-        return self
 
     def _without_pins(self, exc: ProbeError) -> None:
         self.warnings.append(f"{exc}; running without pins: a restart loses the sessions unread or open then")
@@ -127,11 +136,17 @@ class CoreProbe:
                                lib.lib.bpf_map__value_size(m), lib.lib.bpf_map__map_flags(m))
         root = self.pin_root
         version = pins.layout_version(described)
-        for other in pins.other_versions(root, version):
-            self.discarded[other] = pins.discard_version(lib, root, other)
-            self.warnings.append(f"removed the pins of another probe layout ({other}): "
-                                 f"{self.discarded[other]} sessions it had not read were discarded")
-        return pins.PinDir(root, version).open()
+        # Ours locked first: an agent of another layout starting now cannot remove it.
+        pin_dir = pins.PinDir(root, version).open()
+        try:
+            for other in pins.other_versions(root, version):
+                self.discarded[other] = pins.discard_version(lib, root, other)
+                self.warnings.append(f"removed the pins of another probe layout ({other}): "
+                                     f"{self.discarded[other]} sessions it had not read were discarded")
+        except BaseException:
+            pin_dir.close()
+            raise
+        return pin_dir
 
     def _pin_maps(self, obj: int) -> int:
         """Points the maps at their pins (libbpf reuses a pinned map, or pins the one it creates);
