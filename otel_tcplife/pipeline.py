@@ -20,6 +20,7 @@ import fcntl
 import os
 import threading
 import time
+from itertools import chain
 from typing import BinaryIO, TextIO
 
 import orjson
@@ -258,7 +259,7 @@ class Pipeline:
             if self.identity is not None:  # the batch in group order, in one call
                 resource_fields = self._resource_fields
                 runs = [(resource_fields[r], len(group)) for r, group in groups]
-                events = [event for _, group in groups for event in group]
+                events = list(chain.from_iterable(group for _, group in groups))
             log_records, spans = self.frames.encode(events, offset, observed,
                                                     logs=logs is not None, spans=traces is not None)
             if logs:
