@@ -26,6 +26,7 @@ from typing import BinaryIO, TextIO
 import orjson
 
 from . import abi, contract, log
+from .abi import comm_text
 from .caches import Formatted
 from .clock import WallClock
 from .config import Config
@@ -82,8 +83,12 @@ class Pipeline:
         if config.format == "ndjson":
             from .output.ndjson import NdjsonEncoder, resource_tail
 
-            self.ndjson = NdjsonEncoder(names, attributes)
-            self._ndjson_tails = Formatted(resource_tail)
+            tails = None
+            if self.identity:  # each line ends with its process's Resource, looked up by its owner
+                identity = self.identity
+                tails = Formatted(lambda owner: resource_tail(
+                    identity.resource(owner[0], comm_text(owner[1]), owner[2], owner[3])))
+            self.ndjson = NdjsonEncoder(names, attributes, tails)
         if config.format == "ndjson" and not config.otlp:
             return
         # The OpenTelemetry, protobuf and gRPC modules are imported only by the
@@ -234,15 +239,14 @@ class Pipeline:
         # come with each event).
         offset = self.clock.offset()
         observed = time.time_ns()
+        if self.ndjson:  # each line with its process's Resource, if any (its own lookup: no grouping)
+            guard.write(lambda: self._write(self.ndjson.encode(events, offset)), len(events))
+        if self.otlp_json is None and self.journald is None and self.frames is None:
+            return
         if self.identity is None:
             groups = [(None, events)]
         else:  # the records of each process together, as OTLP groups them under their Resource
             groups = self.identity.group(events, map(self._owner, events))
-        if self.ndjson:
-            tails = self._ndjson_tails
-            # The batch in one write, however many processes it holds (each group's lines end with its tail).
-            parts = [(tails[r] if r else "", group) for r, group in groups]
-            guard.write(lambda: self._write(self.ndjson.encode_groups(parts, offset)), len(events))
         if self.otlp_json:
             resources = self._otlp_json_resources
             parts = [(resources[r] if r else self.otlp_json.resource, group) for r, group in groups]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped, json_parts,
+    Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts,
     literal, loop_source, role_items, role_switch,
 )
 from ..enrich import ProcessNames
@@ -73,10 +73,15 @@ PARENT = 'parent = f\',"parent_span_id":"{hex_ids[48:]}"\' if span_ids[24:] != N
 LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothing
 
 
+# The owner of an event as the kernel gave it, in the order of OwnerTails' keys.
+OWNER = "pid, comm, start_ns, cgroup_id"
+
+
 @functools.lru_cache(maxsize=None)
-def generated_encoder(attributes: tuple[contract.Attribute, ...],
-                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
-    """The loop writing a chunk's lines for a table of attributes (made once per table)."""
+def generated_encoder(attributes: tuple[contract.Attribute, ...], fields: tuple[str, ...] = abi.EVENT_NAMES,
+                      by_owner: bool = False) -> Generated:
+    """The loop writing a chunk's lines for a table of attributes (made once per table). Every line
+    ends with `tail`; by_owner: each line's own, tails[owner], its process's Resource."""
     values = JsonValues()
     branches = {}
     for branch, items in role_items(attributes).items():
@@ -86,15 +91,16 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         pieces, line = fstring(parts, "line")
         branches[branch] = [*([PARENT] if server else []), *pieces, "append(", *indent(line), ")"]
     source = loop_source(
-        "encode_chunk", "rfc3339, groups, offset", values,
+        "encode_chunk", f"rfc3339, events, offset, {'tails' if by_owner else 'tail'}", values,
         setup=["seconds, second = rfc3339.seconds, rfc3339.second",
                "lines = []",
                "append = lines.append"],
         per_event=["end = str(close_ns + offset)",
                    "start = str(birth_ns + offset)",
-                   "hex_ids = span_ids.hex()"],
+                   "hex_ids = span_ids.hex()",
+                   *([f"tail = tails[{OWNER}]"] if by_owner else [])],
         record=role_switch(branches),
-        after=['return "".join(lines).encode()'], fields=fields, group="tail")
+        after=['return "".join(lines).encode()'], fields=fields)
     return generate("encode_chunk", source, values, {"NO_PARENT": abi.NO_PARENT}, __name__)
 
 
@@ -102,22 +108,24 @@ generated_encoder(contract.attributes())  # the default table's, made as the mod
 
 
 class NdjsonEncoder(GeneratedEncoder):
-    def __init__(self, names: ProcessNames | None = None,
-                 attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        super().__init__(generated_encoder, attributes, names or ProcessNames())
+    def __init__(self, names: ProcessNames | None = None, attributes: tuple[contract.Attribute, ...] | None = None,
+                 tails: Mapping[tuple, str] | None = None) -> None:
+        """tails: each line's tail by its owner (pid, raw comm, start_ns, cgroup_id: a mapping that
+        makes what it lacks, e.g. OwnerTails), for the process's Resource; else encode's one tail."""
+        make = generated_encoder if tails is None else functools.partial(generated_encoder, by_owner=True)
+        super().__init__(make, attributes, names or ProcessNames())
         self.rfc3339 = Rfc3339()
+        self.tails = tails
 
     def encode(self, events: Sequence[tuple], offset: int, tail: str = "") -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
         is in memory); offset turns their monotonic times into Unix ns (as RecordBuilder.build); tail
-        ends every line (resource_tail)."""
-        return self.encode_groups([(tail, events)], offset)
-
-    def encode_groups(self, groups: Iterable[tuple[str, Sequence[tuple]]], offset: int) -> Iterator[bytes]:
-        """encode's lines for groups of events, (tail, events) each, in order, in chunks of CHUNK_LINES
-        lines whatever the groups' sizes (one call per chunk, not per group: small groups are common)."""
+        ends every line (resource_tail), or with tails each line its owner's. Lines stay in the events'
+        order."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
-        return (encode_chunk(caches, rfc3339, chunk, offset) for chunk in group_chunks(groups, CHUNK_LINES))
+        tail = tail if self.tails is None else self.tails
+        return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], offset, tail)
+                for i in range(0, len(events), CHUNK_LINES))
 
 
 def resource_tail(resource: Iterable[tuple[str, object]]) -> str:

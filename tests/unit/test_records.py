@@ -13,6 +13,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.resources import Resource
 
 from otel_tcplife import abi, contract
+from otel_tcplife.caches import Formatted
 from otel_tcplife.enrich import ProcessNames
 from otel_tcplife.output.ndjson import CHUNK_LINES, NdjsonEncoder, Rfc3339
 from otel_tcplife.output.otlp_json import CHUNK_RECORDS, OtlpJsonEncoder
@@ -217,22 +218,28 @@ def test_ndjson_chunks_hold_whole_lines_in_order():
     assert list(encoder.encode([], FixedClock.offset_ns)) == []
 
 
-def test_ndjson_groups_are_the_lines_of_each_group_with_its_tail_in_chunks_of_any_groups():
-    sessions = [session(lport=1000 + i) for i in range(2 * CHUNK_LINES + 30)]
+def test_ndjson_lines_end_with_their_owners_tails_in_the_events_order():
+    sessions = [session(lport=1000 + i, pid=100 + i % 3, comm=f"p{i % 3}", cgroup_id=i % 3, start_ns=7 + i % 3)
+                for i in range(CHUNK_LINES + 30)]
+    asked = []
+
+    def tail(owner):
+        asked.append(owner)
+        pid, comm, start_ns, cgroup_id = owner
+        return f',"owner":"{pid}/{comm.rstrip(bytes(1)).decode()}/{start_ns}/{cgroup_id}"'
+
     events = as_events(sessions)
-    sizes = [1, 3, CHUNK_LINES + 1, 0, 7, len(events)]  # the last takes what is left
-    groups, start = [], 0
-    for n, size in enumerate(sizes):
-        groups.append((f',"group":{n}', events[start:start + size]))
-        start += size
-    encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"))
-    chunks = list(encoder.encode_groups(groups, FixedClock.offset_ns))
-    assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, CHUNK_LINES, 30]
-    expected = b"".join(b"".join(encoder.encode(group, FixedClock.offset_ns, tail)) for tail, group in groups)
-    assert b"".join(chunks) == expected
-    rows = [json.loads(line) for line in expected.splitlines()]
-    assert [row["group"] for row in rows] == [n for n, size in enumerate(sizes) for _ in events[:size]][:len(rows)]
+    encoder = NdjsonEncoder(ProcessNames(proc="/nonexistent"), tails=Formatted(tail))
+    chunks = list(encoder.encode(events, FixedClock.offset_ns))
+    assert [chunk.count(b"\n") for chunk in chunks] == [CHUNK_LINES, 30]
+    rows = [json.loads(line) for line in b"".join(chunks).splitlines()]
+    assert [row["owner"] for row in rows] == [f"{s.pid}/{s.comm}/{s.start_ns}/{s.cgroup_id}" for s in sessions]
     assert [row["network.local.port"] for row in rows] == [s.lport for s in sessions]
+    assert len(asked) == 3  # each owner's tail made once
+    # Without the tail, the same lines as the encoder without owners writes.
+    plain = b"".join(NdjsonEncoder(ProcessNames(proc="/nonexistent")).encode(events[:5], FixedClock.offset_ns))
+    assert [{k: v for k, v in row.items() if k != "owner"} for row in rows[:5]] == [
+        json.loads(line) for line in plain.splitlines()]
 
 
 def test_otlp_json_groups_are_one_resource_each_in_chunks_of_any_groups():
