@@ -95,7 +95,8 @@ def test_a_shaped_bulk_transfer_reports_the_kernels_rtt_and_retransmits(traffic,
     with shaped(link):
         closed, served, port = transfer(traffic, link, send=3 * MB)
     c, s = sessions_of(collector, mark, closed, port)
-    assert closed["tcpi_total_retrans"] >= 50 and closed["tcpi_rtt"] >= 500, closed  # the link is impaired
+    # The link is impaired: retransmits, and an RTT well above an idle veth's (tens of us).
+    assert closed["tcpi_total_retrans"] >= 50 and closed["tcpi_rtt"] >= 200, closed
     assert_matches_tcp_info(c, closed)
     assert_matches_tcp_info(s, served, closed_last=False)
     assert (c.tx_bytes, s.rx_bytes) == (3 * MB, 3 * MB)  # every retransmitted byte counted once
