@@ -21,6 +21,7 @@ import pytest
 
 from bench.storm import free_port, run_storm
 from otel_tcplife.config import DeliverySettings
+from otel_tcplife.probe.ring import MAX_BATCH_RECORDS
 
 from ..otlp_receiver import OtlpReceiver
 from ..support import ROOT
@@ -170,7 +171,10 @@ def test_sigkill_during_a_storm_with_ndjson_to_a_file_loses_nothing_and_counts_d
     print(f"ndjson: {storm['connections']} connections, {len(ids)} records, duplicated {stats['duplicated']}")
     # One client session per connection (-D: the client's side), each delivered at least once.
     assert len(set(ids)) == storm["connections"]
-    assert len(ids) - len(set(ids)) == stats["duplicated"]
+    # Read again and counted; a kill while a batch was being written counts all of it (at most one
+    # batch read from the ring buffer), though only part of it got out.
+    duplicates = len(ids) - len(set(ids))
+    assert duplicates <= stats["duplicated"] <= duplicates + MAX_BATCH_RECORDS
 
 
 def test_sigkill_during_a_storm_with_a_spool_loses_nothing_and_counts_duplicates(pin_root, tmp_path):
