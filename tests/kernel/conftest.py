@@ -60,8 +60,9 @@ class Collector:
         with self._lock:
             return len(self.sessions)
 
-    def wait_for(self, lports: set[int], since: int, timeout: float = 5.0) -> list[Session]:
-        """Sessions after mark `since` whose local port is in lports: wait until there is one per port."""
+    def wait_for(self, lports: set[int], since: int, timeout: float = 15.0) -> list[Session]:
+        """Sessions after mark `since` whose local port is in lports: wait until there is one per port
+        (a loaded machine can take seconds: the wait ends as soon as they are there)."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
