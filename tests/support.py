@@ -167,6 +167,16 @@ def linked_namespaces(name: str, **addresses: str):
 
 
 
+def lines_until_started(proc: subprocess.Popen) -> list[str]:
+    """An agent's stderr lines (text mode) before its "tracing via" line: its warnings. Fails with
+    what it said if it ends first."""
+    lines = []
+    while "tracing via" not in (line := proc.stderr.readline()):
+        assert line, "".join(lines) + proc.stderr.read()
+        lines.append(line)
+    return lines
+
+
 class Agent:
     """The real otel-tcplife process, started once tracing has begun.
 

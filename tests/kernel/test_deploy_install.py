@@ -21,7 +21,7 @@ import pytest
 from otel_tcplife import __version__, manpage
 from otel_tcplife.probe.preflight import CAPABILITIES, CAPABILITY_NAMES
 
-from ..support import ROOT
+from ..support import ROOT, lines_until_started
 from ..unit.test_deploy import AGENT, CONTAINERFILE, UNIT
 from .test_deploy_unit import DYNAMIC_USERS, as_the_unit, dynamic_uid, parse_status, the_units_flags, unit_pins
 
@@ -108,10 +108,7 @@ def test_the_installed_agent_runs_as_the_unit_runs_it(opt, traffic):
         proc = subprocess.Popen(in_opt(opt, *argv), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         try:
-            started = []
-            while "tracing via" not in (line := proc.stderr.readline()):
-                assert line, "".join(started) + proc.stderr.read()
-                started.append(line)
+            lines_until_started(proc)
             traffic.client(name="tl-client", port=port).events()
             server.events()
             row = json.loads(proc.stdout.readline())

@@ -15,7 +15,7 @@ import subprocess
 
 from otel_tcplife.probe.preflight import CAPABILITIES, CAPABILITY_NAMES
 
-from ..support import python_for_other_users
+from ..support import lines_until_started, python_for_other_users
 from ..unit.test_deploy import exec_start, unit_list, unit_settings
 
 DYNAMIC_USERS = range(61184, 65520)  # the uids systemd allocates for DynamicUser=
@@ -81,10 +81,7 @@ def test_the_agent_as_the_unit_runs_it_reports_sessions(traffic):
                                             uid=uid), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         try:
-            started = []
-            while "tracing via" not in (line := proc.stderr.readline()):
-                assert line, "".join(started) + proc.stderr.read()
-                started.append(line)
+            started = lines_until_started(proc)
             with open(f"/proc/{proc.pid}/status") as file:
                 status = parse_status(file.read())
             traffic.client(name="tl-client", port=port).events()

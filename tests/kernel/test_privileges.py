@@ -11,7 +11,7 @@ import pytest
 
 from otel_tcplife.probe.preflight import TRACEFS_MOUNTS
 
-from ..support import python_for_other_users
+from ..support import lines_until_started, python_for_other_users
 
 
 def as_nobody(caps: str, *args: str) -> list[str]:
@@ -42,10 +42,7 @@ def test_the_named_set_is_enough_and_sys_ptrace_gives_the_executable_name(caps, 
     proc = subprocess.Popen(as_nobody(caps, "--format", "ndjson", "-L", str(port)), cwd="/",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = []
-        while "tracing via" not in (line := proc.stderr.readline()):
-            assert line, proc.stderr.read()
-            lines.append(line)
+        lines = lines_until_started(proc)
         traffic.client(name="tl-client", port=port).events()
         server.events()
         row = json.loads(proc.stdout.readline())
