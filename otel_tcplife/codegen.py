@@ -32,6 +32,11 @@ from .contract import (
     BOOL, DOUBLE, PROCESS_FACTS, STRING, Attribute, Computed, Constant, Field, Lookup, ProcessFact, Type,
 )
 
+# The owner of an event as the kernel gave it: the key an output's records are grouped by, with
+# --resource process (identity.ProcessResources resolves it to the process's Resource).
+OWNER_FIELDS = ("pid", "comm", "start_ns", "cgroup_id")
+OWNER = ", ".join(OWNER_FIELDS)  # as a generated loop names it
+
 # The role branches of a generated loop: name, and the role its records have.
 ROLES = (("client", abi.ROLE_CLIENT), ("server", abi.ROLE_SERVER), ("unknown", abi.ROLE_UNKNOWN))
 

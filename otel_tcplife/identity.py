@@ -142,19 +142,23 @@ class ProcessResources:
         by_owner: defaultdict[tuple, list[tuple]] = defaultdict(list)
         # The per-event work, one lookup and one append, runs in C (map), not in a Python loop.
         deque(map(list.append, map(by_owner.__getitem__, owners), events), maxlen=0)
-        groups: dict[int, tuple[Resource, list[tuple]]] = {}  # by id(): Resources are shared objects
-        resources = self._by_owner
+        groups: dict[Resource, list[tuple]] = {}
         for owner, owned in by_owner.items():
-            resource = resources.get(owner)
-            if resource is None:
-                if len(resources) >= CACHE_LIMIT:
-                    resources.clear()
-                resource = resources[owner] = self.resource(owner[0], comm_text(owner[1]), *owner[2:])
-            if id(resource) in groups:
-                groups[id(resource)][1].extend(owned)  # an owner seen again under another key
+            resource = self.owner_resource(owner)
+            if resource in groups:  # owners can share one (threads of a process with names of their own)
+                groups[resource] += owned
             else:
-                groups[id(resource)] = (resource, owned)
-        return list(groups.values())
+                groups[resource] = owned
+        return list(groups.items())
+
+    def owner_resource(self, owner: tuple) -> Resource:
+        """The Resource of an owner as an event holds it: (pid, raw comm[, start_ns, cgroup_id])."""
+        resource = self._by_owner.get(owner)
+        if resource is None:
+            if len(self._by_owner) >= CACHE_LIMIT:
+                self._by_owner.clear()
+            resource = self._by_owner[owner] = self.resource(owner[0], comm_text(owner[1]), *owner[2:])
+        return resource
 
     def resource(self, pid: int, comm: str, start_ns: int = 0, cgroup_id: int = 0) -> Resource:
         """start_ns: the process's start (boot-time ns, as the kernel's task start_boottime), 0 if

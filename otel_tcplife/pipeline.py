@@ -26,9 +26,9 @@ from typing import BinaryIO, TextIO
 import orjson
 
 from . import abi, contract, log
-from .abi import comm_text
 from .caches import Formatted
 from .clock import WallClock
+from .codegen import OWNER_FIELDS
 from .config import Config
 from .enrich import ProcessNames
 from .errors import UsageError
@@ -40,8 +40,6 @@ from .stdout_guard import StdoutGuard
 # Backoff between retries stays short: a collector that is back is found within
 # seconds (a success also ends the other requests' waits at once).
 RETRY_MAX_INTERVAL = 5.0
-# What identity.ProcessResources resolves an owner by: the owner as the kernel saw it.
-OWNER_FIELDS = ("pid", "comm", "start_ns", "cgroup_id")
 
 
 class Pipeline:
@@ -85,9 +83,7 @@ class Pipeline:
 
             tails = None
             if self.identity:  # each line ends with its process's Resource, looked up by its owner
-                identity = self.identity
-                tails = Formatted(lambda owner: resource_tail(
-                    identity.resource(owner[0], comm_text(owner[1]), owner[2], owner[3])))
+                tails = Formatted(lambda owner: resource_tail(self.identity.owner_resource(owner)))
             self.ndjson = NdjsonEncoder(names, attributes, tails)
         if config.format == "ndjson" and not config.otlp:
             return
@@ -110,8 +106,11 @@ class Pipeline:
             from .resource import resource_json, scope_json
 
             signal = "logs" if config.format == "otlp-json" else "traces"
-            self.otlp_json = OtlpJsonEncoder(resource_json(agent), scope_json(), signal, names, attributes)
-            self._otlp_json_resources = Formatted(lambda resource: orjson.dumps(resource_json(resource)).decode())
+            resources = None
+            if self.identity:  # each record's Resource, by its owner
+                resources = Formatted(
+                    lambda owner: orjson.dumps(resource_json(self.identity.owner_resource(owner))).decode())
+            self.otlp_json = OtlpJsonEncoder(resource_json(agent), scope_json(), signal, names, attributes, resources)
         if config.otlp:
             from .delivery import QueuedExporter, RetryPolicy
             from .output.otlp import OtlpGrpcSender
@@ -119,9 +118,11 @@ class Pipeline:
             from .output.otlp_wire import WireEncoder, resource_field
             from .resource import resource_proto, scope_proto
 
-            self.frames = SessionFrames(names, attributes)
+            self.frames = SessionFrames(names, attributes, by_owner=self.identity is not None)
             protos = WireEncoder(resource_proto(agent), scope_proto())
-            self._resource_fields = Formatted(lambda resource: resource_field(resource_proto(resource)))
+            # An owner's Resource as WireEncoder.grouped_requests writes it
+            self._resource_fields = Formatted(
+                lambda owner: resource_field(resource_proto(self.identity.owner_resource(owner))))
             d = config.delivery
             for signal, settings in config.otlp.items():
                 spool = self._open_spool(signal, len(config.otlp)) if config.spool else None
@@ -241,31 +242,31 @@ class Pipeline:
         observed = time.time_ns()
         if self.ndjson:  # each line with its process's Resource, if any (its own lookup: no grouping)
             guard.write(lambda: self._write(self.ndjson.encode(events, offset)), len(events))
-        if self.otlp_json is None and self.journald is None and self.frames is None:
-            return
-        if self.identity is None:
-            groups = [(None, events)]
-        else:  # the records of each process together, as OTLP groups them under their Resource
-            groups = self.identity.group(events, map(self._owner, events))
-        if self.otlp_json:
-            resources = self._otlp_json_resources
-            parts = [(resources[r] if r else self.otlp_json.resource, group) for r, group in groups]
-            guard.write(lambda: self._write(self.otlp_json.encode_groups(parts, offset, observed)), len(events))
+        if self.otlp_json:  # records of each process together, under its Resource (encode groups them)
+            guard.write(lambda: self._write(self.otlp_json.encode(events, offset, observed)), len(events))
         if self.journald:
-            fields, default = self._journald_fields, self.journald.resource
-            for entries in self.journald.encode_groups([(fields[r] if r else default, group) for r, group in groups]):
+            if self.identity is None:
+                groups = [(self.journald.resource, events)]
+            else:  # the entries of each process together, with its Resource's fields
+                fields = self._journald_fields
+                groups = [(fields[r], group) for r, group in self.identity.group(events, map(self._owner, events))]
+            for entries in self.journald.encode_groups(groups):
                 self.journal.offer(entries)
         if self.frames:
             logs, traces = self.exporters.get("logs"), self.exporters.get("traces")
-            # Each group's records are a run of its Resource in the exporters' queues, which
-            # WireEncoder.grouped_requests groups by: per group, not per record.
-            runs = None
-            if self.identity is not None:  # the batch in group order, in one call
+            if self.identity is None:
+                runs = None
+                log_records, spans = self.frames.encode(events, offset, observed,
+                                                        logs=logs is not None, spans=traces is not None)
+            else:
+                # Each process's records are a run of its Resource in the exporters' queues, which
+                # WireEncoder.grouped_requests groups by: per run, not per record.
+                owned = self.frames.encode_owned(events, offset, observed, logs=logs is not None,
+                                                 spans=traces is not None)
                 resource_fields = self._resource_fields
-                runs = [(resource_fields[r], len(group)) for r, group in groups]
-                events = list(chain.from_iterable(group for _, group in groups))
-            log_records, spans = self.frames.encode(events, offset, observed,
-                                                    logs=logs is not None, spans=traces is not None)
+                runs = [(resource_fields[owner], len(frames[0] or frames[1])) for owner, frames in owned.items()]
+                log_records = list(chain.from_iterable(frames[0] for frames in owned.values()))
+                spans = list(chain.from_iterable(frames[1] for frames in owned.values()))
             if logs:
                 logs.offer(log_records, runs)
             if traces:

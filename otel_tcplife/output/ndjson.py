@@ -23,7 +23,7 @@ import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts,
+    OWNER, Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts,
     literal, loop_source, role_items, role_switch,
 )
 from ..enrich import ProcessNames
@@ -73,9 +73,6 @@ PARENT = 'parent = f\',"parent_span_id":"{hex_ids[48:]}"\' if span_ids[24:] != N
 LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothing
 
 
-# The owner of an event as the kernel gave it, in the order of OwnerTails' keys.
-OWNER = "pid, comm, start_ns, cgroup_id"
-
 
 @functools.lru_cache(maxsize=None)
 def generated_encoder(attributes: tuple[contract.Attribute, ...], fields: tuple[str, ...] = abi.EVENT_NAMES,
@@ -110,8 +107,8 @@ generated_encoder(contract.attributes())  # the default table's, made as the mod
 class NdjsonEncoder(GeneratedEncoder):
     def __init__(self, names: ProcessNames | None = None, attributes: tuple[contract.Attribute, ...] | None = None,
                  tails: Mapping[tuple, str] | None = None) -> None:
-        """tails: each line's tail by its owner (pid, raw comm, start_ns, cgroup_id: a mapping that
-        makes what it lacks, e.g. OwnerTails), for the process's Resource; else encode's one tail."""
+        """tails: each line's tail by its owner (codegen.OWNER_FIELDS, as the event holds them: a mapping
+        that makes what it lacks), for the process's Resource; else encode's one tail."""
         make = generated_encoder if tails is None else functools.partial(generated_encoder, by_owner=True)
         super().__init__(make, attributes, names or ProcessNames())
         self.rfc3339 = Rfc3339()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections import defaultdict
 from typing import Callable, Sequence
 
 from .. import abi, contract, session
 from ..abi import address_text, comm_text
 from ..caches import Formatted, port_cache
 from ..codegen import (
-    ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, generate, identifier, indent, local_name,
+    OWNER, ROLES, Generated, GeneratedEncoder, Item, Values, event_expression, generate, identifier, indent, local_name,
     loop_source, role_items, role_switch,
 )
 from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, Lookup
@@ -267,8 +268,9 @@ NAMESPACE = {
 
 @functools.lru_cache(maxsize=None)
 def generated_encoder(attributes: tuple[contract.Attribute, ...],
-                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
-    """The loop framing a batch's log records and spans for a table of attributes (made once per table)."""
+                      fields: tuple[str, ...] = abi.EVENT_NAMES, by_owner: bool = False) -> Generated:
+    """The loop framing a batch's log records and spans for a table of attributes (made once per table).
+    by_owner: each event's go to owned[its owner], a (log records, spans) pair of lists."""
     values = PieceValues()
     branches = {}
     for branch, role in ROLES:
@@ -295,9 +297,10 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
     values.cache("span_statuses", lambda names: Formatted(lambda error: span_status(contract.errno_name(error))))
     error_name, _ = values.strings(ERROR_NAME)
     source = loop_source(
-        "encode", "events, offset, observed, logs, spans", values,
-        setup=["log_out = []", "span_out = []"],
-        per_event=["trace_id, span_id = span_ids[:16], span_ids[16:24]",
+        "encode", f"events, offset, observed, logs, spans{', owned' if by_owner else ''}", values,
+        setup=[] if by_owner else ["log_out = []", "span_out = []"],
+        per_event=[*([f"log_out, span_out = owned[{OWNER}]"] if by_owner else []),
+                   "trace_id, span_id = span_ids[:16], span_ids[16:24]",
                    "start, end = birth_ns + offset, close_ns + offset"],
         record=[*role_switch(branches),
                 "if error:",
@@ -306,8 +309,9 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
                 "else:",
                 '    status = b""',
                 *RECORD_LINES],
-        after=["return log_out, span_out"], fields=fields)
-    return generate("encode", source, values, {**NAMESPACE, **values.namespace}, __name__)
+        after=["return owned" if by_owner else "return log_out, span_out"], fields=fields)
+    return generate("encode", source, values, {**NAMESPACE, **values.namespace}, __name__,
+                    "by owner" if by_owner else "")
 
 
 generated_encoder(contract.attributes())  # the default table's, made as the module loads
@@ -315,8 +319,9 @@ generated_encoder(contract.attributes())  # the default table's, made as the mod
 
 class SessionFrames(GeneratedEncoder):
     def __init__(self, names: ProcessNames | None = None,
-                 attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        super().__init__(generated_encoder, attributes, names or ProcessNames())
+                 attributes: tuple[contract.Attribute, ...] | None = None, by_owner: bool = False) -> None:
+        """by_owner: encode_owned, not encode."""
+        super().__init__(functools.partial(generated_encoder, by_owner=by_owner), attributes, names or ProcessNames())
 
     def encode(self, events: Sequence[tuple], offset: int, observed: int,
                logs: bool = True, spans: bool = True) -> tuple[list[bytes], list[bytes]]:
@@ -324,3 +329,11 @@ class SessionFrames(GeneratedEncoder):
         list empty when not asked for. offset: monotonic -> Unix ns; observed: the log records'
         observed time, Unix ns (as RecordBuilder.build)."""
         return self.generated.function(self.caches, events, offset, observed, logs, spans)
+
+    def encode_owned(self, events: Sequence[tuple], offset: int, observed: int, logs: bool = True,
+                     spans: bool = True) -> dict[tuple, tuple[list[bytes], list[bytes]]]:
+        """encode's, per owner (codegen.OWNER_FIELDS as the event holds them), in order of first appearance.
+        The events are framed in their order and the frames kept per owner: grouping the events first
+        would walk them out of order, which costs more than the owner lookup."""
+        return self.generated.function(self.caches, events, offset, observed, logs, spans,
+                                       defaultdict(lambda: ([], [])))

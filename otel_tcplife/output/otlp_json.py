@@ -1,8 +1,9 @@
 """OTLP/JSON lines, the OpenTelemetry file-exporter format.
 
-Each line is one LogsData (or one TracesData) object per batch: lowerCamelCase
-keys, hex trace and span ids, 64-bit integers as decimal strings, enums as
-integers. One signal per stream.
+Each line is one LogsData (or one TracesData) object per batch (per LINE_RECORDS
+sessions of a batch with each process's Resource): lowerCamelCase keys, hex trace
+and span ids, 64-bit integers as decimal strings, enums as integers. One signal
+per stream.
 
 Written from the probe's event tuples by a loop generated from the contract's
 table when this module loads (codegen.py), as NDJSON's is: the records are the
@@ -14,20 +15,24 @@ can need JSON escaping; they are escaped once per (pid, comm).
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Sequence
+from collections import defaultdict
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
 from .. import abi, contract
 from ..codegen import (
-    ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped, json_parts,
-    literal, loop_source, role_items, role_switch,
+    OWNER, ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped,
+    json_parts, literal, loop_source, role_items, role_switch,
 )
 from ..contract import DURATION_MS, ERROR_NAME, Field
 from ..enrich import ProcessNames
 from ..record import body_text
 
 CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), less of spans
+# Sessions per line when each record has its process's Resource: a line's records are all made
+# before it is written (a Resource's records must be together), ~2 MB at most.
+LINE_RECORDS = 1024
 STATUS_CODE_ERROR = 2
 SIGNALS = ("logs", "traces")
 
@@ -69,7 +74,7 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
                  '],"traceId":"{hex_ids[:32]}","spanId":"{hex_ids[32:48]}",',
                  literal(f'"eventName":"{json_escaped(contract.EVENT_NAME)}"}}')]
         pieces, record = fstring(parts, "record")
-        return [body, *pieces, "append(", *indent(record), ")"]
+        return [body, *pieces, "records.append(", *indent(record), ")"]
     name, kind = contract.SPANS[role]
     parent = []
     if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
@@ -79,14 +84,15 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
              '"startTimeUnixNano":"{birth_ns + offset}","endTimeUnixNano":"{close_ns + offset}",',
              '"attributes":[', *attributes, ']{status}}}']
     pieces, record = fstring(parts, "record")
-    return [*parent, *pieces, "append(", *indent(record), ")"]
+    return [*parent, *pieces, "records.append(", *indent(record), ")"]
 
 
 @functools.lru_cache(maxsize=None)
 def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
-                      fields: tuple[str, ...] = abi.EVENT_NAMES) -> Generated:
+                      fields: tuple[str, ...] = abi.EVENT_NAMES, by_owner: bool = False) -> Generated:
     """The loop writing a piece of a line's log records or spans for a table of attributes (made once per
-    table): groups of events, each with its (prefix, suffix), the JSON around its records."""
+    table): groups of events, each with its (prefix, suffix), the JSON around its records. by_owner:
+    instead, a line's events in the order they came, each record appended to owned[its owner]."""
     values = JsonValues()
     items = role_items(attributes)
     branches = {branch: record_lines(signal, role, json_parts(items[branch], values, attribute_text, ",", False),
@@ -99,17 +105,22 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
     else:
         status = literal(f',"status":{{"code":{STATUS_CODE_ERROR},"message":"') + error_name + literal('"}')
         per_event = [f'status = f{status!r} if error else ""']
-    source = loop_source(
-        "encode_records", "groups, offset, observed", values,
-        setup=["observed_text = str(observed)  # the same for the batch: converted once",
-               "items = []"],
-        per_event=["hex_ids = span_ids.hex()", *per_event],
-        record=role_switch(branches),
-        after=['return "".join(items)'], fields=fields,
-        group="(prefix, suffix)", group_setup=("records = []", "append = records.append"),
-        group_after=('items.append(prefix + ",".join(records) + suffix)',))
+    setup = ["observed_text = str(observed)  # the same for the batch: converted once"]
+    if by_owner:
+        source = loop_source(
+            "encode_records", "events, offset, observed, owned", values, setup=setup,
+            per_event=[f"records = owned[{OWNER}]", "hex_ids = span_ids.hex()", *per_event],
+            record=role_switch(branches), after=[], fields=fields)
+    else:
+        source = loop_source(
+            "encode_records", "groups, offset, observed", values, setup=[*setup, "items = []"],
+            per_event=["hex_ids = span_ids.hex()", *per_event],
+            record=role_switch(branches),
+            after=['return "".join(items)'], fields=fields,
+            group="(prefix, suffix)", group_setup=("records = []",),
+            group_after=('items.append(prefix + ",".join(records) + suffix)',))
     return generate("encode_records", source, values, {"body_text": body_text, "NO_PARENT": abi.NO_PARENT},
-                    __name__, signal)
+                    __name__, f"{signal}, by owner" if by_owner else signal)
 
 
 for _signal in SIGNALS:  # the default table's, made as the module loads
@@ -118,9 +129,14 @@ for _signal in SIGNALS:  # the default table's, made as the module loads
 
 class OtlpJsonEncoder(GeneratedEncoder):
     def __init__(self, resource: dict, scope: dict, signal: str = "logs", names: ProcessNames | None = None,
-                 attributes: tuple[contract.Attribute, ...] | None = None) -> None:
-        """resource: the Resource of every record, unless encode_groups is given others (resource_json())."""
-        super().__init__(functools.partial(generated_encoder, signal=signal), attributes, names or ProcessNames())
+                 attributes: tuple[contract.Attribute, ...] | None = None,
+                 resources: Mapping[tuple, str] | None = None) -> None:
+        """resource: the Resource of every record (resource_json()). resources: instead, each record's by
+        its owner (codegen.OWNER_FIELDS as the event holds them -> the Resource's JSON text: a mapping that
+        makes what it lacks), for the process's Resource."""
+        make = functools.partial(generated_encoder, signal=signal, by_owner=resources is not None)
+        super().__init__(make, attributes, names or ProcessNames())
+        self.resources = resources
         self.signal = signal
         self.resource = _json(resource)
         self._open = ('{"resourceLogs":[' if signal == "logs" else '{"resourceSpans":[')
@@ -129,10 +145,50 @@ class OtlpJsonEncoder(GeneratedEncoder):
                            ',"logRecords":[' if signal == "logs" else ',"spans":[')
 
     def encode(self, events: Sequence[tuple], offset: int, observed: int) -> Iterator[bytes]:
-        """One line for the events (abi.EVENT tuples), all of the encoder's Resource, nothing for none.
-        offset turns monotonic times into Unix ns, observed is the log records' observed time (as
-        RecordBuilder.build)."""
-        return self.encode_groups([(self.resource, events)], offset, observed)
+        """Lines for the events (abi.EVENT tuples), nothing for none: one, all of the encoder's Resource,
+        or with resources, one per LINE_RECORDS events, a ResourceLogs (ResourceSpans) per owner's
+        Resource. offset turns monotonic times into Unix ns, observed is the log records' observed time
+        (as RecordBuilder.build)."""
+        if self.resources is None:
+            return self.encode_groups([(self.resource, events)], offset, observed)
+        return self._encode_owned(events, offset, observed)
+
+    def _encode_owned(self, events: Sequence[tuple], offset: int, observed: int) -> Iterator[bytes]:
+        # The records are made in the events' order and kept per owner: grouping the events first
+        # would walk them out of order, which costs more than the owner lookup.
+        encode_records, caches, resources = self.generated.function, self.caches, self.resources
+        for start in range(0, len(events), LINE_RECORDS):
+            owned: defaultdict[tuple, list[str]] = defaultdict(list)
+            encode_records(caches, events[start:start + LINE_RECORDS], offset, observed, owned)
+            # One group per Resource: owners can share one (threads of a process with names of their own).
+            groups: dict[str, list[str]] = {}
+            for owner, records in owned.items():
+                resource = resources[owner]
+                if resource in groups:
+                    groups[resource] += records
+                else:
+                    groups[resource] = records
+            yield from self._line(groups.items())
+
+    def _line(self, groups: Iterable[tuple[str, list[str]]]) -> Iterator[bytes]:
+        """One line of (the Resource's JSON, its records) groups, made and yielded in pieces of
+        CHUNK_RECORDS records (the last one fewer), however many groups each piece holds."""
+        parts, count, head = [], 0, self._open
+        for resource, records in groups:
+            parts.append(head + self._group % resource)
+            head = "]}]},"  # the end of this group, before the next one's head
+            start = 0
+            while start < len(records):
+                piece = records[start:start + CHUNK_RECORDS - count]
+                parts.append(("," if start else "") + ",".join(piece))
+                start += len(piece)
+                count += len(piece)
+                if count == CHUNK_RECORDS:
+                    yield "".join(parts).encode()
+                    parts, count = [], 0
+        if head != self._open:
+            parts.append("]}]}]}\n")
+            yield "".join(parts).encode()
 
     def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple]]], offset: int,
                       observed: int) -> Iterator[bytes]:
