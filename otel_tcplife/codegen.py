@@ -178,11 +178,15 @@ class Values:
     order), and the caches they come from: name -> make(names), called by each new encoder for its
     own (names: enrich.ProcessNames). Subclasses say how their output encodes each kind of source."""
 
-    def __init__(self) -> None:
+    def __init__(self, process_local: str | None = None) -> None:
+        """process_local: a local that the output's own per-event code sets to its record's process run
+        (from the run's cache, by owner: with the Resource's text, say), instead of a lookup of its own."""
         self.lines: list[str] = []
         self.caches: dict[str, Callable] = {}
+        self.process_local = process_local
         self._locals: dict[object, str] = {}  # what a local holds -> its name
         self._caches: dict[object, str] = {}  # what a cache holds -> its name
+        self._process_caches: set[str] = set()
 
     def _unique(self, name: str) -> str:
         taken = {*self._locals.values(), *abi.EVENT_NAMES, *self.caches}
@@ -206,6 +210,16 @@ class Values:
             self._caches[what] = unique = self._unique(name)
             self.caches[unique] = make
         return self._caches[what]
+
+    def process(self, cache: str, expression: str, inline: bool = False) -> str:
+        """What holds a record's process run, from its cache (expression: the lookup there): process_local,
+        or a local (inline: the expression itself) computed once per event."""
+        self._process_caches.add(cache)
+        if self.process_local is None:
+            return expression if inline else self.define(cache, "process", expression)
+        if len(self._process_caches) > 1:
+            raise ValueError(f"records of two process runs: {self.process_local} holds one")
+        return self.process_local
 
     def names(self) -> set[str]:
         """The names of the values' locals and of the caches."""
@@ -298,7 +312,7 @@ class JsonValues(Values):
             return Formatted(text)
 
         cache = self.cache("process_text", make, what=item)
-        return self.define(item, "process", f"{cache}[pid, comm]")
+        return self.process(cache, f"{cache}[pid, comm]")
 
     def cached_text(self, cached: CachedAttribute, attribute_text: Callable[[str, Type, str], str]) -> str:
         """An expression of the attribute's text, from a cache by its field. A one-byte field's cache is

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import orjson
 
 from .. import abi, contract
+from ..caches import Formatted
 from ..codegen import (
     OWNER, Generated, GeneratedEncoder, JsonValues, fstring, generate, indent, json_escaped, json_parts,
     literal, loop_source, role_items, role_switch,
@@ -78,8 +79,9 @@ LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothin
 def generated_encoder(attributes: tuple[contract.Attribute, ...], fields: tuple[str, ...] = abi.EVENT_NAMES,
                       by_owner: bool = False) -> Generated:
     """The loop writing a chunk's lines for a table of attributes (made once per table). Every line
-    ends with `tail`; by_owner: each line's own, tails[owner], its process's Resource."""
-    values = JsonValues()
+    ends with `tail`; by_owner: each line's own, its process's Resource, which owner_texts[owner] holds
+    with the text of the line's process run (one lookup for both)."""
+    values = JsonValues(process_local="process" if by_owner else None)
     branches = {}
     for branch, items in role_items(attributes).items():
         server = branch == "server"
@@ -88,14 +90,14 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], fields: tuple[
         pieces, line = fstring(parts, "line")
         branches[branch] = [*([PARENT] if server else []), *pieces, "append(", *indent(line), ")"]
     source = loop_source(
-        "encode_chunk", f"rfc3339, events, offset, {'tails' if by_owner else 'tail'}", values,
+        "encode_chunk", f"rfc3339, events, offset, {'owner_texts' if by_owner else 'tail'}", values,
         setup=["seconds, second = rfc3339.seconds, rfc3339.second",
                "lines = []",
                "append = lines.append"],
         per_event=["end = str(close_ns + offset)",
                    "start = str(birth_ns + offset)",
                    "hex_ids = span_ids.hex()",
-                   *([f"tail = tails[{OWNER}]"] if by_owner else [])],
+                   *([f"process, tail = owner_texts[{OWNER}]"] if by_owner else [])],
         record=role_switch(branches),
         after=['return "".join(lines).encode()'], fields=fields)
     return generate("encode_chunk", source, values, {"NO_PARENT": abi.NO_PARENT}, __name__)
@@ -110,9 +112,15 @@ class NdjsonEncoder(GeneratedEncoder):
         """tails: each line's tail by its owner (codegen.OWNER_FIELDS, as the event holds them: a mapping
         that makes what it lacks), for the process's Resource; else encode's one tail."""
         make = generated_encoder if tails is None else functools.partial(generated_encoder, by_owner=True)
+        self.tails = tails
         super().__init__(make, attributes, names or ProcessNames())
         self.rfc3339 = Rfc3339()
-        self.tails = tails
+
+    def read_fields(self, fields: tuple[str, ...]) -> None:
+        super().read_fields(fields)
+        if self.tails is not None:  # owner -> (its process run's text, its tail)
+            process_text, tails = self.caches["process_text"], self.tails
+            self.owner_texts = Formatted(lambda owner: (process_text[owner[0], owner[1]], tails[owner]))
 
     def encode(self, events: Sequence[tuple], offset: int, tail: str = "") -> Iterator[bytes]:
         """Lines for events (abi.EVENT tuples), made and yielded CHUNK_LINES at a time (only one chunk
@@ -120,7 +128,7 @@ class NdjsonEncoder(GeneratedEncoder):
         ends every line (resource_tail), or with tails each line its owner's. Lines stay in the events'
         order."""
         encode_chunk, caches, rfc3339 = self.generated.function, self.caches, self.rfc3339
-        tail = tail if self.tails is None else self.tails
+        tail = tail if self.tails is None else self.owner_texts
         return (encode_chunk(caches, rfc3339, events[i:i + CHUNK_LINES], offset, tail)
                 for i in range(0, len(events), CHUNK_LINES))
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections import defaultdict
 from typing import Callable, Sequence
 
 from .. import abi, contract, session
@@ -74,8 +73,8 @@ class PieceValues(Values):
     attribute it is the value of, then its text (for the log body); made once per raw value. A number's
     is a local of the number, or of its varint."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, process_local: str | None = None) -> None:
+        super().__init__(process_local)
         self.namespace: dict[str, object] = {}  # constants of the generated code
         self._keys: dict[str, list[tuple[str, contract.Type]]] = {}  # string cache -> its pieces' keys
 
@@ -173,8 +172,7 @@ class PieceValues(Values):
             return Formatted(pieces)
 
         cache = self.cache("process_pieces", make, what=item)
-        expression = f"{cache}[pid, comm]"
-        return expression if inline else self.define(item, "process", expression)
+        return self.process(cache, f"{cache}[pid, comm]", inline)
 
 
 def pieces_lines(items: tuple[Item, ...], values: PieceValues) -> list[str]:
@@ -270,8 +268,8 @@ NAMESPACE = {
 def generated_encoder(attributes: tuple[contract.Attribute, ...],
                       fields: tuple[str, ...] = abi.EVENT_NAMES, by_owner: bool = False) -> Generated:
     """The loop framing a batch's log records and spans for a table of attributes (made once per table).
-    by_owner: each event's go to owned[its owner], a (log records, spans) pair of lists."""
-    values = PieceValues()
+    by_owner: each event's go to owned[its owner], (its log records, its spans, its process run's pieces)."""
+    values = PieceValues(process_local="process" if by_owner else None)
     branches = {}
     for branch, role in ROLES:
         local, peer = ("laddr", "sport"), ("raddr", "dport")
@@ -299,7 +297,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
     source = loop_source(
         "encode", f"events, offset, observed, logs, spans{', owned' if by_owner else ''}", values,
         setup=[] if by_owner else ["log_out = []", "span_out = []"],
-        per_event=[*([f"log_out, span_out = owned[{OWNER}]"] if by_owner else []),
+        per_event=[*([f"log_out, span_out, process = owned[{OWNER}]"] if by_owner else []),
                    "trace_id, span_id = span_ids[:16], span_ids[16:24]",
                    "start, end = birth_ns + offset, close_ns + offset"],
         record=[*role_switch(branches),
@@ -331,9 +329,12 @@ class SessionFrames(GeneratedEncoder):
         return self.generated.function(self.caches, events, offset, observed, logs, spans)
 
     def encode_owned(self, events: Sequence[tuple], offset: int, observed: int, logs: bool = True,
-                     spans: bool = True) -> dict[tuple, tuple[list[bytes], list[bytes]]]:
-        """encode's, per owner (codegen.OWNER_FIELDS as the event holds them), in order of first appearance.
+                     spans: bool = True) -> dict[tuple, tuple[list[bytes], list[bytes], tuple]]:
+        """encode's, per owner (codegen.OWNER_FIELDS as the event holds them), in order of first appearance
+        (and the owner's process run's pieces, which its records hold).
         The events are framed in their order and the frames kept per owner: grouping the events first
         would walk them out of order, which costs more than the owner lookup."""
-        return self.generated.function(self.caches, events, offset, observed, logs, spans,
-                                       defaultdict(lambda: ([], [])))
+        process_pieces = self.caches["process_pieces"]
+        # never cleared: a batch has at most as many owners as events
+        owned = Formatted(lambda owner: ([], [], process_pieces[owner[0], owner[1]]), limit=len(events) + 1)
+        return self.generated.function(self.caches, events, offset, observed, logs, spans, owned)

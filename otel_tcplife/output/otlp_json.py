@@ -15,12 +15,12 @@ can need JSON escaping; they are escaped once per (pid, comm).
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
 from .. import abi, contract
+from ..caches import Formatted
 from ..codegen import (
     OWNER, ROLES, Generated, GeneratedEncoder, JsonValues, fstring, generate, group_chunks, indent, json_escaped,
     json_parts, literal, loop_source, role_items, role_switch,
@@ -92,8 +92,9 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
                       fields: tuple[str, ...] = abi.EVENT_NAMES, by_owner: bool = False) -> Generated:
     """The loop writing a piece of a line's log records or spans for a table of attributes (made once per
     table): groups of events, each with its (prefix, suffix), the JSON around its records. by_owner:
-    instead, a line's events in the order they came, each record appended to owned[its owner]."""
-    values = JsonValues()
+    instead, a line's events in the order they came, each record appended to owned[its owner], (its
+    records, its process run's text)."""
+    values = JsonValues(process_local="process" if by_owner else None)
     items = role_items(attributes)
     branches = {branch: record_lines(signal, role, json_parts(items[branch], values, attribute_text, ",", False),
                                      values)
@@ -109,7 +110,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
     if by_owner:
         source = loop_source(
             "encode_records", "events, offset, observed, owned", values, setup=setup,
-            per_event=[f"records = owned[{OWNER}]", "hex_ids = span_ids.hex()", *per_event],
+            per_event=[f"records, process = owned[{OWNER}]", "hex_ids = span_ids.hex()", *per_event],
             record=role_switch(branches), after=[], fields=fields)
     else:
         source = loop_source(
@@ -157,12 +158,13 @@ class OtlpJsonEncoder(GeneratedEncoder):
         # The records are made in the events' order and kept per owner: grouping the events first
         # would walk them out of order, which costs more than the owner lookup.
         encode_records, caches, resources = self.generated.function, self.caches, self.resources
+        process_text = caches["process_text"]
         for start in range(0, len(events), LINE_RECORDS):
-            owned: defaultdict[tuple, list[str]] = defaultdict(list)
+            owned = Formatted(lambda owner: ([], process_text[owner[0], owner[1]]), limit=LINE_RECORDS)
             encode_records(caches, events[start:start + LINE_RECORDS], offset, observed, owned)
             # One group per Resource: owners can share one (threads of a process with names of their own).
             groups: dict[str, list[str]] = {}
-            for owner, records in owned.items():
+            for owner, (records, _) in owned.items():
                 resource = resources[owner]
                 if resource in groups:
                     groups[resource] += records
