@@ -174,7 +174,7 @@ def build_parser() -> ArgumentParser:
                      help="stdout: the classic table, NDJSON (one object per session), OTLP/JSON "
                           "LogsData lines, OTLP/JSON TracesData lines; journald: one journal entry per "
                           "session with typed fields, to journald's socket; or nothing (default %(default)s)")
-    out.add_argument("--resource", choices=RESOURCE_MODES, default="agent",
+    out.add_argument("--resource", choices=RESOURCE_MODES, default="process",
                      help="the Resource of each record: the traced process's (its OTEL_SERVICE_NAME and "
                           "OTEL_RESOURCE_ATTRIBUTES, container.id, k8s.pod.uid), or the agent's own "
                           "(default %(default)s)")

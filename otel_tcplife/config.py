@@ -112,7 +112,7 @@ class Config:
     spool: SpoolSettings | None = None
     stats_interval: float = 0.0  # seconds between JSON stats lines on stderr; 0: only at exit
     summary: bool = False  # JSON counters on stderr at exit, also in table mode
-    resource: str = "agent"  # one of RESOURCE_MODES
+    resource: str = "process"  # one of RESOURCE_MODES
 
     @property
     def prints_summary(self) -> bool:

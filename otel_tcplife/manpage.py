@@ -52,8 +52,9 @@ ENVIRONMENT = {
     "OTEL_EXPORTER_OTLP_HEADERS": "Headers, key=value comma separated, values URL-encoded; never printed.",
     "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip or none, as --otlp-compression.",
     "OTEL_EXPORTER_OTLP_TIMEOUT": "Per request, in milliseconds.",
-    "OTEL_RESOURCE_ATTRIBUTES": "Resource attributes, key=value comma separated (e.g. k8s.node.name=node-1).",
-    "OTEL_SERVICE_NAME": "service.name of the resource (default otel-tcplife).",
+    "OTEL_RESOURCE_ATTRIBUTES": "Resource attributes, key=value comma separated (e.g. k8s.node.name=node-1), "
+                                "added to every record's Resource.",
+    "OTEL_SERVICE_NAME": "service.name of the agent's Resource, with --resource agent (default otel-tcplife).",
     "SSL_CERT_FILE": "The system CA bundle to trust for https:// endpoints, when not the default.",
 }
 
