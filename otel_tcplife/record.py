@@ -57,19 +57,22 @@ def log_body(r: SessionRecord) -> str:
     return f"{body} {r.error_type}" if r.error_type else body
 
 
-# log_body for the outputs' hot paths, from a session's parts (the client end first).
+# log_body for the outputs' generated loops (a call per record would cost about as much as the line).
 _SMALL_BYTES = tuple(format_bytes(n) for n in range(1024))  # "0B" .. "1023B", the usual counts
+BODY_NAMESPACE = {"SMALL_BYTES": _SMALL_BYTES, "format_bytes": format_bytes}  # what body_code's lines use
 
 
-def body_text(family: int, comm: str, client: str, client_port: int | str, server: str, server_port: int | str,
-              tx: int, rx: int, duration_ms: float) -> str:
-    """log_body's line without its error suffix; comm as given (OTLP/JSON passes it escaped), ports
-    as numbers or their text."""
-    sent = _SMALL_BYTES[tx] if 0 <= tx < 1024 else format_bytes(tx)
-    received = _SMALL_BYTES[rx] if 0 <= rx < 1024 else format_bytes(rx)
-    if family == 6:
-        return f"{comm} [{client}]:{client_port} -> [{server}]:{server_port} tx={sent} rx={received} {duration_ms:.2f}ms"
-    return f"{comm} {client}:{client_port} -> {server}:{server_port} tx={sent} rx={received} {duration_ms:.2f}ms"
+def body_code(comm: str, client: str, client_port: str, server: str, server_port: str, duration_ms: str) -> list[str]:
+    """Lines of generated code setting `body` to log_body's line without its error suffix, from
+    expressions of its parts (the client end first; the process name as the output writes it: OTLP/JSON
+    has it escaped; ports as their text) and the event's family, tx_bytes and rx_bytes."""
+    def line(bracket: bool) -> str:
+        o, c = ("[", "]") if bracket else ("", "")
+        return (f'f"{{{comm}}} {o}{{{client}}}{c}:{{{client_port}}} -> {o}{{{server}}}{c}:{{{server_port}}} '
+                f'tx={{sent}} rx={{received}} {{{duration_ms}:.2f}}ms"')
+    return ["sent = SMALL_BYTES[tx_bytes] if tx_bytes < 1024 else format_bytes(tx_bytes)",
+            "received = SMALL_BYTES[rx_bytes] if rx_bytes < 1024 else format_bytes(rx_bytes)",
+            f"body = {line(True)} if family == 6 else {line(False)}"]
 
 
 class RecordBuilder:

@@ -38,7 +38,7 @@ from ..codegen import (
 )
 from ..contract import DOUBLE, DURATION_MS, ERROR_NAME, PROCESS_FACTS, Computed, Constant, Field, Lookup
 from ..enrich import ProcessNames
-from ..record import body_text
+from ..record import BODY_NAMESPACE, body_code
 from .journal_native import ENCODING, FIELD_NAME, attribute_fields, field
 
 PRIORITY_INFO = 6
@@ -181,14 +181,13 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         # log_body's line: the client's end first
         local, peer = ("laddr", "lport"), ("raddr", "rport")
         client, server = (peer, local) if role == abi.ROLE_SERVER else (local, peer)
-        ends = ", ".join(values.text(Field(name)) for name in (*client, *server))
+        ends = [values.text(Field(name)) for name in (*client, *server)]
         server = role == abi.ROLE_SERVER
         pieces, entry = fstring([*ENTRY_HEAD, "{parent}" if server else "",
                                  *entry_parts(role_items(attributes)[branch], values), "{resource}"], "entry")
         branches[branch] = [
             *([PARENT_FIELD] if server else []),
-            f"body = body_text(family, {values.text(Field('comm'))}, {ends}, tx_bytes, rx_bytes, "
-            f"{values.number(DURATION_MS, inline=False)})",
+            *body_code(values.text(Field("comm")), *ends, values.number(DURATION_MS, inline=False)),
             "if error:",
             f'    body = f"{{body}} {{{error_text}[error]}}"',
             'message = f"MESSAGE={body}\\n" if "\\n" not in body else field("MESSAGE", body)',
@@ -201,7 +200,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         per_event=["hex_ids = span_ids.hex()"],
         record=role_switch(branches),
         after=["return entries"], fields=fields, group="resource")
-    return generate("encode_entries", source, values, {"body_text": body_text, "field": field,
+    return generate("encode_entries", source, values, {**BODY_NAMESPACE, "field": field,
                                                        "NO_PARENT": abi.NO_PARENT}, __name__)
 
 

@@ -30,7 +30,7 @@ from ..codegen import (
 )
 from ..contract import DURATION_MS, ERROR_NAME, PROCESS_FACTS, Constant, Field, Lookup
 from ..enrich import ProcessNames
-from ..record import body_text
+from ..record import BODY_NAMESPACE, body_code
 from .otlp_wire import (
     EVENT_NAME_FIELD, GROUPS, LOG_ATTRIBUTES, LOG_FIXED_SIZE, SPAN_ATTRIBUTES, VARINTS, bool_piece, delimited,
     double_head, fixed64, int64_varint, int_heads, log_record, pack_log_head, pack_log_tail, span_name_kind,
@@ -257,7 +257,7 @@ def child_span_head(name: str, kind: int) -> tuple[bytes, Callable[..., bytes], 
 
 NAMESPACE = {
     "varints": VARINTS, "groups": GROUPS, "int64_varint": int64_varint, "varint": varint, "pack_double": _pack_double,
-    "body_text": body_text, "log_tag": LOG_ATTRIBUTES, "span_tag": SPAN_ATTRIBUTES, "LOG_FIXED_SIZE": LOG_FIXED_SIZE,
+    **BODY_NAMESPACE, "log_tag": LOG_ATTRIBUTES, "span_tag": SPAN_ATTRIBUTES, "LOG_FIXED_SIZE": LOG_FIXED_SIZE,
     "pack_log_head": pack_log_head, "pack_log_tail": pack_log_tail, "SEVERITY_INFO": contract.SEVERITY_INFO,
     "EVENT_NAME_FIELD": EVENT_NAME_FIELD, "delimited": delimited, "log_record": log_record, "fixed64": fixed64,
     "NO_PARENT": abi.NO_PARENT, "PARENT_TAG": PARENT_TAG,
@@ -275,8 +275,8 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
         local, peer = ("laddr", "sport"), ("raddr", "dport")
         client, server = (peer, local) if role == abi.ROLE_SERVER else (local, peer)
         comm, _ = values.strings(Field("comm"))
-        ends = ", ".join(f"{values.strings_local(Field(address))[0]}[-1], port_text[{port}]"
-                         for address, port in (client, server))
+        ends = [part for address, port in (client, server)
+                for part in (f"{values.strings_local(Field(address))[0]}[-1]", f"port_text[{port}]")]
         span_head = values.constant(f"span_{branch}", span_name_kind(*contract.SPANS[role]))
         if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
             field, pack_head, size = child_span_head(*contract.SPANS[role])
@@ -287,8 +287,8 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...],
             choose_head = [f"span_head = {span_head}"]
         branches[branch] = [
             *pieces_lines(role_items(attributes)[branch], values),
-            f"body = body_text(family, {comm}[-1], {ends}, tx_bytes, rx_bytes, {values.number(DURATION_MS)}) "
-            f'if logs else ""',
+            "if logs:", *indent(body_code(f"{comm}[-1]", *ends, values.number(DURATION_MS))),
+            "else:", '    body = ""',
             *choose_head,
         ]
     values.cache("port_text", lambda names: port_cache())  # for the log body

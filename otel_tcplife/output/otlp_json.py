@@ -27,12 +27,13 @@ from ..codegen import (
 )
 from ..contract import DURATION_MS, ERROR_NAME, Field
 from ..enrich import ProcessNames
-from ..record import body_text
+from ..record import BODY_NAMESPACE, body_code
 
 CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), less of spans
 # Sessions per line when each record has its process's Resource: a line's records are all made
-# before it is written (a Resource's records must be together), ~2 MB at most.
-LINE_RECORDS = 1024
+# before it is written (a Resource's records must be together); ~0.5 MB stays in the caches, where a
+# larger line's does not.
+LINE_RECORDS = 256
 STATUS_CODE_ERROR = 2
 SIGNALS = ("logs", "traces")
 
@@ -64,9 +65,8 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
         client, server = ("raddr", "rport"), ("laddr", "lport")
         if role != abi.ROLE_SERVER:
             client, server = server, client
-        ends = ", ".join(values.local(Field(name)) for name in (*client, *server))
-        body = f"body = body_text(family, {values.local(Field('comm'))}, {ends}, tx_bytes, rx_bytes, " \
-               f"{values.local(DURATION_MS)})"
+        body = body_code(values.local(Field("comm")), *(values.local(Field(name)) for name in (*client, *server)),
+                         values.local(DURATION_MS))
         parts = ['{{"timeUnixNano":"{close_ns + offset}","observedTimeUnixNano":"{observed_text}",',
                  f'"severityNumber":{contract.SEVERITY_INFO},',
                  '"body":{{"stringValue":"{body}{error_suffix}"}},',
@@ -74,7 +74,7 @@ def record_lines(signal: str, role: int, attributes: list[str], values: JsonValu
                  '],"traceId":"{hex_ids[:32]}","spanId":"{hex_ids[32:48]}",',
                  literal(f'"eventName":"{json_escaped(contract.EVENT_NAME)}"}}')]
         pieces, record = fstring(parts, "record")
-        return [body, *pieces, "records.append(", *indent(record), ")"]
+        return [*body, *pieces, "records.append(", *indent(record), ")"]
     name, kind = contract.SPANS[role]
     parent = []
     if role == abi.ROLE_SERVER:  # a child of the client's span when the probe derived the ids
@@ -120,7 +120,7 @@ def generated_encoder(attributes: tuple[contract.Attribute, ...], signal: str,
             after=['return "".join(items)'], fields=fields,
             group="(prefix, suffix)", group_setup=("records = []",),
             group_after=('items.append(prefix + ",".join(records) + suffix)',))
-    return generate("encode_records", source, values, {"body_text": body_text, "NO_PARENT": abi.NO_PARENT},
+    return generate("encode_records", source, values, {**BODY_NAMESPACE, "NO_PARENT": abi.NO_PARENT},
                     __name__, f"{signal}, by owner" if by_owner else signal)
 
 
