@@ -74,7 +74,6 @@ PARENT = 'parent = f\',"parent_span_id":"{hex_ids[48:]}"\' if span_ids[24:] != N
 LINE_TAIL = "{tail}}}\n"  # tail: the Resource's keys (resource_tail), or nothing
 
 
-
 @functools.lru_cache(maxsize=None)
 def generated_encoder(attributes: tuple[contract.Attribute, ...], fields: tuple[str, ...] = abi.EVENT_NAMES,
                       by_owner: bool = False) -> Generated:

@@ -160,6 +160,7 @@ class OtlpJsonEncoder(GeneratedEncoder):
         encode_records, caches, resources = self.generated.function, self.caches, self.resources
         process_text = caches["process_text"]
         for start in range(0, len(events), LINE_RECORDS):
+            # owner -> (its records, its process run's text); never full: a line has at most LINE_RECORDS owners
             owned = Formatted(lambda owner: ([], process_text[owner[0], owner[1]]), limit=LINE_RECORDS)
             encode_records(caches, events[start:start + LINE_RECORDS], offset, observed, owned)
             # One group per Resource: owners can share one (threads of a process with names of their own).
