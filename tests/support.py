@@ -165,8 +165,6 @@ def linked_namespaces(name: str, **addresses: str):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-
-
 def lines_until_started(proc: subprocess.Popen) -> list[str]:
     """An agent's stderr lines (text mode) before its "tracing via" line: its warnings. Fails with
     what it said if it ends first."""
@@ -175,6 +173,20 @@ def lines_until_started(proc: subprocess.Popen) -> list[str]:
         assert line, "".join(lines) + proc.stderr.read()
         lines.append(line)
     return lines
+
+
+def row_of_one_connection(argv: list[str], traffic: "Traffic", server, port: int) -> tuple[list[str], dict]:
+    """Runs an NDJSON agent (argv, from /) while one client connects to the server at port: its
+    warnings (lines_until_started) and its first row. The agent is ended either way."""
+    proc = subprocess.Popen(argv, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = lines_until_started(proc)
+        traffic.client(name="tl-client", port=port).events()
+        server.events()
+        return lines, json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 class Agent:

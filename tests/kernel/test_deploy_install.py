@@ -21,7 +21,7 @@ import pytest
 from otel_tcplife import __version__, manpage
 from otel_tcplife.probe.preflight import CAPABILITIES, CAPABILITY_NAMES
 
-from ..support import ROOT, lines_until_started
+from ..support import ROOT, row_of_one_connection
 from ..unit.test_deploy import AGENT, CONTAINERFILE, UNIT
 from .test_deploy_unit import DYNAMIC_USERS, as_the_unit, dynamic_uid, parse_status, the_units_flags, unit_pins
 
@@ -105,16 +105,7 @@ def test_the_installed_agent_runs_as_the_unit_runs_it(opt, traffic):
         argv = as_the_unit(list(CAPABILITIES), *the_units_flags(), "-L", str(port), "--pin-path", pins, uid=uid)
         python_m = argv.index("-m") - 1
         argv[python_m:python_m + 3] = [AGENT]  # the installed agent, not this checkout's
-        proc = subprocess.Popen(in_opt(opt, *argv), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        try:
-            lines_until_started(proc)
-            traffic.client(name="tl-client", port=port).events()
-            server.events()
-            row = json.loads(proc.stdout.readline())
-        finally:
-            proc.terminate()
-            proc.communicate(timeout=30)
+        _, row = row_of_one_connection(in_opt(opt, *argv), traffic, server, port)
     assert (row["process.pid"], row["thread.name"], row["network.local.port"]) == (server.pid, "tl-server", port)
 
 

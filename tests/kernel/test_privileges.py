@@ -3,7 +3,6 @@ each missing capability is named."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -11,7 +10,7 @@ import pytest
 
 from otel_tcplife.probe.preflight import TRACEFS_MOUNTS
 
-from ..support import lines_until_started, python_for_other_users
+from ..support import python_for_other_users, row_of_one_connection
 
 
 def as_nobody(caps: str, *args: str) -> list[str]:
@@ -39,16 +38,7 @@ def test_each_missing_capability_is_named(caps, missing):
 @pytest.mark.parametrize("caps", ["bpf,perfmon,dac_read_search", "bpf,perfmon,dac_read_search,sys_ptrace"])
 def test_the_named_set_is_enough_and_sys_ptrace_gives_the_executable_name(caps, traffic):
     server, port = traffic.server(name="tl-server", linger_ms=300)
-    proc = subprocess.Popen(as_nobody(caps, "--format", "ndjson", "-L", str(port)), cwd="/",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = lines_until_started(proc)
-        traffic.client(name="tl-client", port=port).events()
-        server.events()
-        row = json.loads(proc.stdout.readline())
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    lines, row = row_of_one_connection(as_nobody(caps, "--format", "ndjson", "-L", str(port)), traffic, server, port)
     assert row["process.pid"] == server.pid and row["thread.name"] == "tl-server"
     warned = any("without CAP_SYS_PTRACE" in line for line in lines)
     if "sys_ptrace" in caps:  # a root process's executable, read as nobody
