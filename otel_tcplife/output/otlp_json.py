@@ -35,6 +35,8 @@ CHUNK_RECORDS = 32  # per piece of output: ~60 KB of log records (~2 KB each), l
 # larger line's does not.
 LINE_RECORDS = 256
 STATUS_CODE_ERROR = 2
+GROUP_END = "]}]}"  # a ResourceLogs' end: its records' list, its ScopeLogs, their list, itself
+LINE_END = "]}\n"  # the line's: the ResourceLogs list, the LogsData
 SIGNALS = ("logs", "traces")
 
 
@@ -179,7 +181,7 @@ class OtlpJsonEncoder(GeneratedEncoder):
         parts, count, head = [], 0, self._open
         for resource, records in groups:
             parts.append(head + self._group % resource)
-            head = "]}]},"  # the end of this group, before the next one's head
+            head = GROUP_END + ","  # before the next group's head
             start = 0
             while start < len(records):
                 piece = records[start:start + CHUNK_RECORDS - count]
@@ -190,7 +192,7 @@ class OtlpJsonEncoder(GeneratedEncoder):
                     yield "".join(parts).encode()
                     parts, count = [], 0
         if head != self._open:
-            parts.append("]}]}]}\n")
+            parts.append(GROUP_END + LINE_END)
             yield "".join(parts).encode()
 
     def encode_groups(self, groups: Sequence[tuple[str, Sequence[tuple]]], offset: int,
@@ -210,6 +212,6 @@ class OtlpJsonEncoder(GeneratedEncoder):
                 prefix = head + self._group % resource if not written[g] else ","
                 head = ""
                 written[g] += len(events)
-                suffix = "]}]}" + ("]}\n" if g == len(groups) - 1 else ",") if written[g] == len(whole) else ""
+                suffix = GROUP_END + (LINE_END if g == len(groups) - 1 else ",") if written[g] == len(whole) else ""
                 parts.append(((prefix, suffix), events))
             yield encode_records(caches, parts, offset, observed).encode()
